@@ -1,0 +1,125 @@
+// CPU implementation of sample_queries and directions_vjp (Gaussian directions regenerated from the seed).
+#include "checks.h"
+#include "common/philox_normal.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <vector>
+
+namespace zol2l {
+namespace {
+
+// out[k] = z at flat element e0 + k of one problem, for e in [e0, e1).
+template <typename T>
+void fill_normals(uint64_t seed, int64_t e0, int64_t e1, T* out) {
+  T blk[4];
+  int64_t e = e0;
+  while (e < e1) {
+    const int64_t block = e >> 2;
+    normal4<T>(seed, static_cast<uint64_t>(block), blk);
+    const int64_t stop = std::min(e1, (block + 1) * 4);
+    for (; e < stop; ++e) out[e - e0] = blk[e & 3];
+  }
+}
+
+// s_hat [B, d] in the op's dtype: sqrt(d) s / ||s|| where use_scale, else 1.
+at::Tensor normalized_scale(const at::Tensor& theta, const std::optional<at::Tensor>& scale,
+                            const std::optional<at::Tensor>& use_scale) {
+  if (!scale) return at::ones_like(theta);
+  const double sqrt_d = std::sqrt(static_cast<double>(theta.size(1)));
+  const at::Tensor norm = scale->norm(2, {1}, /*keepdim=*/true).clamp_min(1e-30);
+  at::Tensor s_hat = *scale * (sqrt_d / norm);
+  if (use_scale) s_hat = at::where(use_scale->unsqueeze(1), s_hat, at::ones_like(s_hat));
+  return s_hat.contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, const at::Tensor& theta_,
+                                                      const std::optional<at::Tensor>& scale,
+                                                      const std::optional<at::Tensor>& use_scale, int64_t q,
+                                                      double mu) {
+  const SampleDims s = check_sample_inputs("sample_queries", seed_, theta_, scale, use_scale, q, mu);
+  TORCH_CHECK(theta_.scalar_type() == at::kFloat || theta_.scalar_type() == at::kDouble,
+              "sample_queries: the CPU kernel supports float32 and float64, got ", theta_.scalar_type());
+  const at::Tensor theta = theta_.contiguous(), seed = seed_.contiguous();
+  const at::Tensor s_hat = normalized_scale(theta, scale, use_scale);
+  at::Tensor u = at::empty({s.B, s.q, s.d}, theta.options());
+  at::Tensor points = at::empty({s.B, s.q + 1, s.d}, theta.options());
+  if (u.numel() == 0) {
+    points.copy_(theta.unsqueeze(1).expand_as(points));
+    return {u, points};
+  }
+  AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "sample_queries_cpu", [&] {
+    const int64_t* pseed = seed.data_ptr<int64_t>();
+    const scalar_t *pth = theta.data_ptr<scalar_t>(), *ps = s_hat.data_ptr<scalar_t>();
+    scalar_t *pu = u.data_ptr<scalar_t>(), *pp = points.data_ptr<scalar_t>();
+    const scalar_t m = static_cast<scalar_t>(mu);
+    const int64_t d = s.d, Q = s.q;
+    // One work item per (problem, row): row 0 of points copies theta, row 1 + i holds direction i.
+    at::parallel_for(0, s.B * (Q + 1), std::max<int64_t>(1, 4096 / std::max<int64_t>(d, 1)), [&](int64_t r0, int64_t r1) {
+      std::vector<scalar_t> z(static_cast<size_t>(d));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / (Q + 1), row = r % (Q + 1);
+        const scalar_t* th = pth + b * d;
+        scalar_t* out_p = pp + (b * (Q + 1) + row) * d;
+        if (row == 0) {
+          std::copy(th, th + d, out_p);
+          continue;
+        }
+        const int64_t i = row - 1;
+        fill_normals<scalar_t>(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, z.data());
+        const scalar_t* sh = ps + b * d;
+        scalar_t* out_u = pu + (b * Q + i) * d;
+        for (int64_t j = 0; j < d; ++j) {
+          const scalar_t uj = sh[j] * z[j];
+          out_u[j] = uj;
+          out_p[j] = th[j] + m * uj;
+        }
+      }
+    });
+  });
+  return {u, points};
+}
+
+at::Tensor directions_vjp_cpu(const at::Tensor& seed_, const at::Tensor& grad_u_) {
+  check_directions_vjp_inputs("directions_vjp", seed_, grad_u_);
+  TORCH_CHECK(grad_u_.scalar_type() == at::kFloat || grad_u_.scalar_type() == at::kDouble,
+              "directions_vjp: the CPU kernel supports float32 and float64, got ", grad_u_.scalar_type());
+  const at::Tensor g = grad_u_.contiguous(), seed = seed_.contiguous();
+  const int64_t B = g.size(0), Q = g.size(1), d = g.size(2);
+  at::Tensor out = at::zeros({B, d}, g.options());
+  if (out.numel() == 0 || Q == 0) return out;
+  constexpr int64_t kCols = 1024;
+  const int64_t n_col_chunks = at::divup(d, kCols);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "directions_vjp_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t* pseed = seed.data_ptr<int64_t>();
+    const scalar_t* pg = g.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B * n_col_chunks, 1, [&](int64_t w0, int64_t w1) {
+      std::vector<scalar_t> z(kCols);
+      std::vector<acc_t> acc(kCols);
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w / n_col_chunks, j0 = (w % n_col_chunks) * kCols, j1 = std::min(d, j0 + kCols);
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t i = 0; i < Q; ++i) {
+          fill_normals<scalar_t>(static_cast<uint64_t>(pseed[b]), i * d + j0, i * d + j1, z.data());
+          const scalar_t* row = pg + (b * Q + i) * d;
+          for (int64_t j = j0; j < j1; ++j) acc[j - j0] += static_cast<acc_t>(row[j]) * z[j - j0];
+        }
+        for (int64_t j = j0; j < j1; ++j) po[b * d + j] = static_cast<scalar_t>(acc[j - j0]);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(zol2l, CPU, m) {
+  m.impl("sample_queries", &sample_queries_cpu);
+  m.impl("directions_vjp", &directions_vjp_cpu);
+}
+
+}  // namespace zol2l

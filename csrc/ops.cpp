@@ -1,0 +1,28 @@
+// Op schemas, defined once for every backend (kernels: csrc/cpu, csrc/cuda; autograd and fake kernels:
+// zol2l_ext/ops.py). Semantics are documented in docs/OPS.md and mirrored by zol2l_ext/reference.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(zol2l, m) {
+  // Coordinatewise LSTM step + linear head over N coordinates: returns (y [N, O], h_new [N, H], c_new [N, H]).
+  m.def(
+      "lstm_step(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor w_out, "
+      "Tensor? b_out) -> (Tensor, Tensor, Tensor)");
+  // Backward of lstm_step (recomputes the gates): returns (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh,
+  // grad_bias [4H], grad_w_out, grad_b_out [O]).
+  m.def(
+      "lstm_step_backward(Tensor grad_y, Tensor? grad_h_new, Tensor? grad_c_new, Tensor x, Tensor h, Tensor c, "
+      "Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor w_out, Tensor? b_out) -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor)");
+  // Gaussian query directions u [B, q, d] with the per-problem scale normalized to ||s_hat|| = sqrt(d), and the
+  // query points [B, q + 1, d] (row 0 = theta, row 1 + i = theta + mu u_i). seed: int64 [B], one per problem.
+  m.def(
+      "sample_queries(Tensor seed, Tensor theta, Tensor? scale, Tensor? use_scale, int q, float mu) -> "
+      "(Tensor, Tensor)");
+  // sum_i grad_u[b, i, j] * z[b, i, j] with z regenerated from the seed: [B, d].
+  m.def("directions_vjp(Tensor seed, Tensor grad_u) -> Tensor");
+  // g [B, d] = sum_i (fq[b, i] - f0[b]) u[b, i, :] / (mu q).
+  m.def("fd_gradient(Tensor f0, Tensor fq, Tensor u, float mu) -> Tensor");
+  // Points of eq. 5 for coordinates [start, start + count): [B, 2 count, d], row 2k = theta + mu e_{start+k},
+  // row 2k + 1 = theta - mu e_{start+k}.
+  m.def("central_points(Tensor theta, float mu, int start, int count) -> Tensor");
+}

@@ -1,0 +1,95 @@
+"""Builds zol2l_ext._C: the CPU kernels always, the CUDA kernels wherever torch has CUDA and nvcc exists.
+
+Environment switches:
+  ZOL2L_SKIP_CUDA=1      build the CPU kernels only (fast local iteration)
+  TORCH_CUDA_ARCH_LIST   CUDA architectures to compile for (for example "9.0"), read by torch's cpp_extension
+  CUDA_HOME              the CUDA toolkit root; found from `nvcc --dryrun` when unset
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+
+def _toolkit_root_from_nvcc():
+    # An nvcc on PATH may be a wrapper script outside the toolkit, from which cpp_extension would guess a
+    # wrong CUDA_HOME; nvcc itself reports the real root as TOP.
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "x.cu"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
+    return os.path.realpath(m.group(1).strip()) if m else None
+
+
+if "CUDA_HOME" not in os.environ and os.environ.get("ZOL2L_SKIP_CUDA") != "1":
+    root = _toolkit_root_from_nvcc()
+    if root:
+        os.environ["CUDA_HOME"] = root
+
+import torch  # noqa: E402  (after CUDA_HOME is fixed: cpp_extension reads it at import)
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda():
+    if os.environ.get("ZOL2L_SKIP_CUDA") == "1":
+        return False
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def _extra_cuda_includes():
+    # The toolkit may lack the cuBLAS/cuSPARSE headers that ATen's CUDA headers include; torch's nvidia
+    # wheels ship them.
+    dirs = []
+    for entry in sys.path:
+        for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cublas/include",
+                    "nvidia/cusparse/include"):
+            d = os.path.join(entry, sub)
+            if os.path.isdir(d) and d not in dirs:
+                dirs.append(d)
+    return dirs
+
+
+def _extension():
+    csrc = os.path.join(HERE, "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
+    sources = [os.path.relpath(s, HERE) for s in sources]
+    # No -std here: cpp_extension passes the standard that the installed torch needs (C++20 for 2.14).
+    cxx = ["-O3", "-fvisibility=hidden"]
+    if _want_cuda():
+        cuda_sources = sorted(os.path.relpath(s, HERE) for s in glob.glob(os.path.join(csrc, "cuda", "*.cu")))
+        nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+        print(f"zol2l_ext: building CPU + CUDA kernels (CUDA_HOME={CUDA_HOME})", flush=True)
+        return CUDAExtension(
+            "zol2l_ext._C",
+            sources + cuda_sources,
+            include_dirs=[csrc] + _extra_cuda_includes(),
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        )
+    print("zol2l_ext: building CPU kernels only", flush=True)
+    return CppExtension("zol2l_ext._C", sources, include_dirs=[csrc], extra_compile_args={"cxx": cxx})
+
+
+setup(
+    name="zol2l_ext",
+    version="0.1.0",
+    description="Learned zeroth-order optimizer (ZO-L2L) with fused C++/CUDA kernels for PyTorch",
+    packages=find_packages(include=["zol2l_ext", "zol2l_ext.*"]),
+    package_data={"zol2l_ext": ["pretrained/*.pt"]},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+    python_requires=">=3.10",
+    # No torch pin: the extension builds against whatever torch is installed (2.14.1 here, 2.11 on the
+    # GPU machine); requirements.txt pins the versions CI uses.
+    install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
+    entry_points={"console_scripts": ["zol2l=zol2l_ext.cli:main"]},
+)
