@@ -1,7 +1,7 @@
 // Input validation shared by the CPU and CUDA implementations: every error names the op and the argument.
 #pragma once
 
-#include "cpu/lstm_ranges.h"  // kMaxHidden, kMaxInput, kMaxOutput
+#include "cpu/isa_kernels.h"  // kMaxHidden, kMaxInput, kMaxOutput
 
 #include <ATen/ATen.h>
 
@@ -44,21 +44,25 @@ inline LstmDims check_lstm_inputs(const char* op, const at::Tensor& x, const at:
   LstmDims d;
   d.N = x.size(0);
   d.I = static_cast<int>(x.size(1));
-  d.H = static_cast<int>(h.size(1));
+  // The hidden size comes from w_hh, so that a state of the wrong width is blamed, not its partner.
+  d.H = static_cast<int>(w_hh.size(1));
   d.O = static_cast<int>(w_out.size(0));
   TORCH_CHECK(d.I >= 1 && d.I <= kMaxInput, op, ": x must have between 1 and ", kMaxInput,
               " input features per coordinate, got ", d.I);
-  TORCH_CHECK(d.H >= 1 && d.H <= kMaxHidden, op, ": hidden size (h.size(1)) must be in [1, ", kMaxHidden,
+  TORCH_CHECK(d.H >= 1 && d.H <= kMaxHidden, op, ": hidden size (w_hh.size(1)) must be in [1, ", kMaxHidden,
               "], got ", d.H);
   TORCH_CHECK(d.O >= 1 && d.O <= kMaxOutput, op, ": w_out must have between 1 and ", kMaxOutput,
               " output rows, got ", d.O);
+  TORCH_CHECK(w_hh.size(0) == 4 * d.H, op, ": w_hh must be [4H, H] = [", 4 * d.H, ", ", d.H, "], got ",
+              w_hh.sizes());
   TORCH_CHECK(h.size(0) == d.N, op, ": h has ", h.size(0), " rows but x has ", d.N);
+  TORCH_CHECK(h.size(1) == d.H, op, ": h must be [N, H] with hidden size H = ", d.H, " (from w_hh), got ",
+              h.sizes());
   check_shape(op, c, "c", {d.N, d.H});
-  TORCH_CHECK(w_hh.size(0) == 4 * d.H && w_hh.size(1) == d.H, op, ": w_hh must be [4H, H] = [", 4 * d.H, ", ",
-              d.H, "] for hidden size H = ", d.H, " (from h), got ", w_hh.sizes());
   TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == 4 * d.H && w_ih.size(1) == d.I, op, ": w_ih must be [4H, I] = [",
-              4 * d.H, ", ", d.I, "] for hidden size H = ", d.H, " (from h), got ", w_ih.sizes());
-  TORCH_CHECK(w_out.size(1) == d.H, op, ": w_out must be [O, H] with H = ", d.H, " (from h), got ", w_out.sizes());
+              4 * d.H, ", ", d.I, "] for hidden size H = ", d.H, " (from w_hh), got ", w_ih.sizes());
+  TORCH_CHECK(w_out.size(1) == d.H, op, ": w_out must be [O, H] with H = ", d.H, " (from w_hh), got ",
+              w_out.sizes());
   check_same(op, x, "x", h, "h");
   check_same(op, x, "x", c, "c");
   check_same(op, x, "x", w_ih, "w_ih");

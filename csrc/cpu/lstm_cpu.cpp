@@ -1,6 +1,6 @@
 // CPU implementation of lstm_step / lstm_step_backward: validation, the ISA choice and the parallel split.
 #include "checks.h"
-#include "cpu/lstm_ranges.h"
+#include "cpu/isa_kernels.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -9,26 +9,6 @@
 
 namespace zol2l {
 namespace {
-
-bool cpu_has_avx2_fma() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
-
-template <typename T>
-LstmRangeFns<T> lstm_fns();
-template <>
-LstmRangeFns<float> lstm_fns<float>() {
-  return cpu_has_avx2_fma() ? cpu_avx2::lstm_fns_float() : cpu_default::lstm_fns_float();
-}
-template <>
-LstmRangeFns<double> lstm_fns<double>() {
-  return cpu_has_avx2_fma() ? cpu_avx2::lstm_fns_double() : cpu_default::lstm_fns_double();
-}
 
 template <typename T>
 const T* ptr_or_null(const std::optional<at::Tensor>& t) {
@@ -66,9 +46,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_step_cpu(const at::Tensor& x
                                w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
                                w_out.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(b_out), d.I,
                                d.H,                       d.O};
-    const auto fns = lstm_fns<scalar_t>();
+    const auto& fns = cpu_kernels<scalar_t>();
     scalar_t *py = y.data_ptr<scalar_t>(), *ph = h_new.data_ptr<scalar_t>(), *pc = c_new.data_ptr<scalar_t>();
-    at::parallel_for(0, d.N, kGrain, [&](int64_t begin, int64_t end) { fns.forward(p, py, ph, pc, begin, end); });
+    at::parallel_for(0, d.N, kGrain, [&](int64_t begin, int64_t end) { fns.lstm_forward(p, py, ph, pc, begin, end); });
   });
   return {y, h_new, c_new};
 }
@@ -112,11 +92,11 @@ lstm_step_backward_cpu(const at::Tensor& grad_y_, const std::optional<at::Tensor
     const LstmGradPtrs<scalar_t> gp{grad_y.data_ptr<scalar_t>(),      ptr_or_null<scalar_t>(grad_h_new),
                                     ptr_or_null<scalar_t>(grad_c_new), grad_x.data_ptr<scalar_t>(),
                                     grad_h.data_ptr<scalar_t>(),      grad_c.data_ptr<scalar_t>()};
-    const auto fns = lstm_fns<scalar_t>();
+    const auto& fns = cpu_kernels<scalar_t>();
     at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t k = c0; k < c1; ++k) {
         const int64_t begin = k * chunk, end = std::min(d.N, begin + chunk);
-        if (begin < end) fns.backward(p, gp, partials.data() + k * P, begin, end);
+        if (begin < end) fns.lstm_backward(p, gp, partials.data() + k * P, begin, end);
       }
     });
   });

@@ -1,6 +1,6 @@
 // CPU implementation of sample_queries and directions_vjp (Gaussian directions regenerated from the seed).
 #include "checks.h"
-#include "common/philox_normal.h"
+#include "cpu/isa_kernels.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
@@ -10,19 +10,6 @@
 
 namespace zol2l {
 namespace {
-
-// out[k] = z at flat element e0 + k of one problem, for e in [e0, e1).
-template <typename T>
-void fill_normals(uint64_t seed, int64_t e0, int64_t e1, T* out) {
-  T blk[4];
-  int64_t e = e0;
-  while (e < e1) {
-    const int64_t block = e >> 2;
-    normal4<T>(seed, static_cast<uint64_t>(block), blk);
-    const int64_t stop = std::min(e1, (block + 1) * 4);
-    for (; e < stop; ++e) out[e - e0] = blk[e & 3];
-  }
-}
 
 // s_hat [B, d] in the op's dtype: sqrt(d) s / ||s|| where use_scale, else 1.
 at::Tensor normalized_scale(const at::Tensor& theta, const std::optional<at::Tensor>& scale,
@@ -51,6 +38,7 @@ std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, c
     return {u, points};
   }
   AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "sample_queries_cpu", [&] {
+    const auto fill = cpu_kernels<scalar_t>().fill_normals;
     const int64_t* pseed = seed.data_ptr<int64_t>();
     const scalar_t *pth = theta.data_ptr<scalar_t>(), *ps = s_hat.data_ptr<scalar_t>();
     scalar_t *pu = u.data_ptr<scalar_t>(), *pp = points.data_ptr<scalar_t>();
@@ -68,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, c
           continue;
         }
         const int64_t i = row - 1;
-        fill_normals<scalar_t>(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, z.data());
+        fill(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, z.data());
         const scalar_t* sh = ps + b * d;
         scalar_t* out_u = pu + (b * Q + i) * d;
         for (int64_t j = 0; j < d; ++j) {
@@ -94,6 +82,7 @@ at::Tensor directions_vjp_cpu(const at::Tensor& seed_, const at::Tensor& grad_u_
   const int64_t n_col_chunks = at::divup(d, kCols);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "directions_vjp_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const auto fill = cpu_kernels<scalar_t>().fill_normals;
     const int64_t* pseed = seed.data_ptr<int64_t>();
     const scalar_t* pg = g.data_ptr<scalar_t>();
     scalar_t* po = out.data_ptr<scalar_t>();
@@ -104,7 +93,7 @@ at::Tensor directions_vjp_cpu(const at::Tensor& seed_, const at::Tensor& grad_u_
         const int64_t b = w / n_col_chunks, j0 = (w % n_col_chunks) * kCols, j1 = std::min(d, j0 + kCols);
         std::fill(acc.begin(), acc.end(), acc_t(0));
         for (int64_t i = 0; i < Q; ++i) {
-          fill_normals<scalar_t>(static_cast<uint64_t>(pseed[b]), i * d + j0, i * d + j1, z.data());
+          fill(static_cast<uint64_t>(pseed[b]), i * d + j0, i * d + j1, z.data());
           const scalar_t* row = pg + (b * Q + i) * d;
           for (int64_t j = j0; j < j1; ++j) acc[j - j0] += static_cast<acc_t>(row[j]) * z[j - j0];
         }

@@ -1,0 +1,53 @@
+// Plain data and the dispatch table shared by the per-ISA builds of the CPU kernels (kernels_default.cpp,
+// kernels_avx2.cpp) and their callers. Only data types and declarations here: no inline code that two ISAs
+// could both define.
+#pragma once
+
+#include <cstdint>
+
+namespace zol2l {
+
+constexpr int kMaxHidden = 64;  // per-coordinate state lives in registers / L1 tiles
+constexpr int kMaxInput = 4;
+constexpr int kMaxOutput = 8;
+
+template <typename T>
+struct LstmPtrs {
+  const T *x, *h, *c, *w_ih, *w_hh, *bias, *w_out, *b_out;  // bias, b_out may be null
+  int I, H, O;
+};
+
+template <typename T>
+struct LstmGradPtrs {
+  const T *grad_y, *grad_h_new, *grad_c_new;  // the last two may be null (zero)
+  T *grad_x, *grad_h, *grad_c;
+};
+
+// Weight-gradient accumulators of one chunk, in double so that long reductions over N stay accurate.
+// Layout: [w_ih 4H*I | w_hh 4H*H | bias 4H | w_out O*H | b_out O].
+constexpr int64_t weight_grad_size(int I, int H, int O) { return 4 * H * I + 4 * H * H + 4 * H + O * H + O; }
+
+template <typename T>
+struct CpuKernels {
+  void (*lstm_forward)(const LstmPtrs<T>& p, T* y, T* h_new, T* c_new, int64_t begin, int64_t end);
+  void (*lstm_backward)(const LstmPtrs<T>& p, const LstmGradPtrs<T>& gp, double* wacc, int64_t begin,
+                        int64_t end);
+  // out[k] = z at flat element e0 + k of one problem (csrc/common/philox_normal.h), for e in [e0, e1).
+  void (*fill_normals)(uint64_t seed, int64_t e0, int64_t e1, T* out);
+};
+
+namespace cpu_default {
+CpuKernels<float> kernels_float();
+CpuKernels<double> kernels_double();
+}  // namespace cpu_default
+
+namespace cpu_avx2 {
+CpuKernels<float> kernels_float();
+CpuKernels<double> kernels_double();
+}  // namespace cpu_avx2
+
+// The best build this CPU runs (AVX2 + FMA where present), chosen once.
+template <typename T>
+const CpuKernels<T>& cpu_kernels();
+
+}  // namespace zol2l
