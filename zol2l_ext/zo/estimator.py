@@ -1,0 +1,219 @@
+"""Zeroth-order gradient estimators on batches of problems, built on the fused ops.
+
+Gaussian estimator (paper eq. 1), for B problems at once:
+
+    g[b] = 1 / (mu q) * sum_i [f_b(theta_b + mu u_bi) - f_b(theta_b)] u_bi,   u_bi = s_hat_b * z_bi, z ~ N(0, I)
+
+``ops.sample_queries`` draws the directions and builds the B x (q + 1) points (row 0 = theta, so f(theta) is
+queried once per step, not once per direction: q + 1 queries per step), the black box is called once on all
+points, and ``ops.fd_gradient`` forms the B estimates. With s_hat = 1 (identity), E[g] = grad f_mu(theta), the
+gradient of the Gaussian-smoothed function, which equals grad f(theta) for a quadratic; with a scale,
+E[g] = diag(s_hat^2) grad f_mu (s_hat normalised so that ||s_hat||_2 = sqrt(d): the mean squared norm of a
+direction stays d, as for a standard Gaussian).
+
+*Deviation from the reference code*: the authors' ``GradientEstimate`` re-evaluates f(theta) for every
+direction (2q + 1 queries per step) and uses mu = 1e-6 in float64; we evaluate f(theta) once (DESIGN.md) and
+default to mu = 0.005, a radius that float32 values resolve.
+
+Guided-ES directions (Maheswaranathan et al. 2019, as the authors' ``guided=True`` branch):
+u = sqrt(alpha) z + sqrt(1 - alpha) U z_k, z ~ N(0, I_d), z_k ~ N(0, I_k), U an orthonormal basis of the last
+gradient estimate and the last update (k = 2), then u is rescaled to the norm of z (direction norm preserved).
+
+Also the coordinatewise central differences of eq. 5 (2d queries, in chunks built by ``ops.central_points``)
+and `ZOObjective`, an autograd function whose backward is those central differences (the zeroth-order
+training mode of DESIGN.md).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from .seeding import SALT_DATA, SALT_GUIDED, derive
+
+__all__ = [
+    "NonFiniteValueError",
+    "GradientEstimate",
+    "evaluate",
+    "mark_nonfinite",
+    "gaussian_estimate",
+    "guided_directions",
+    "orthonormal_pair",
+    "central_difference_gradient",
+    "ZOObjective",
+    "zo_objective",
+]
+
+
+class NonFiniteValueError(FloatingPointError):
+    """The black box returned NaN or infinite values (or the iterate became non-finite)."""
+
+
+class GradientEstimate(NamedTuple):
+    g: Tensor  # [B, d]
+    f0: Tensor  # [B]: f(theta), NaN where a value of the row was not finite
+    u: Tensor  # [B, q, d] the directions
+    values: Tensor  # [B, Q] all values of the call
+
+
+def evaluate(problem, points: Tensor, seeds: Optional[Tensor] = None) -> Tensor:
+    """Call the black box once on ``points [B, Q, d]`` and validate the result ``[B, Q]``.
+
+    A stochastic problem gets ``seed=derive(seeds, SALT_DATA)`` so that its sample (minibatch) is a function
+    of the step's keys. Values are returned in the dtype of ``points``. Raises ValueError on a wrong shape.
+    """
+    B, Q, d = points.shape
+    if getattr(problem, "stochastic", False) and seeds is not None:
+        values = problem(points, seed=derive(seeds, SALT_DATA))
+    else:
+        values = problem(points)
+    if not isinstance(values, Tensor):
+        raise ValueError(f"the black box must return a Tensor [B={B}, Q={Q}], got {type(values).__name__}")
+    if values.shape != (B, Q):
+        raise ValueError(
+            f"the black box must map points [B={B}, Q={Q}, d={d}] to values [B={B}, Q={Q}], "
+            f"got values of shape {tuple(values.shape)}"
+        )
+    if values.dtype != points.dtype or values.device != points.device:
+        values = values.to(device=points.device, dtype=points.dtype)
+    return values
+
+
+def mark_nonfinite(values: Tensor, f0: Optional[Tensor] = None) -> Tensor:
+    """f0 [B] (default: values[:, 0]) with NaN where any value of the row is not finite (no host sync)."""
+    if f0 is None:
+        f0 = values[:, 0]
+    finite = torch.isfinite(values).all(dim=1)
+    return torch.where(finite, f0, torch.full_like(f0, float("nan")))
+
+
+def _check_theta(theta: Tensor, seeds: Tensor) -> None:
+    if not isinstance(theta, Tensor) or theta.dim() != 2:
+        raise ValueError(f"theta must be a [B, d] tensor, got "
+                         f"{tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__}")
+    if theta.shape[0] == 0:
+        raise ValueError("empty batch: theta has B = 0 rows")
+    if not theta.is_floating_point():
+        raise ValueError(f"theta must be floating point, got {theta.dtype}")
+    if not isinstance(seeds, Tensor) or seeds.shape != (theta.shape[0],) or seeds.dtype != torch.int64:
+        raise ValueError(f"seeds must be an int64 tensor of shape [{theta.shape[0]}], got "
+                         f"{(tuple(seeds.shape), seeds.dtype) if isinstance(seeds, Tensor) else type(seeds).__name__}")
+
+
+def gaussian_estimate(
+    problem,
+    theta: Tensor,
+    q: int,
+    mu: float,
+    seeds: Tensor,
+    scale: Optional[Tensor] = None,
+    use_scale: Optional[Tensor] = None,
+) -> GradientEstimate:
+    """The Gaussian estimator for B problems with one black-box call of B x (q + 1) points."""
+    _check_theta(theta, seeds)
+    if seeds.device != theta.device:
+        seeds = seeds.to(theta.device)
+    u, points = ops.sample_queries(theta, q, mu, scale=scale, use_scale=use_scale, seed=seeds)
+    values = evaluate(problem, points, seeds)
+    f0 = values[:, 0]
+    g = ops.fd_gradient(f0, values[:, 1:], u, mu)
+    return GradientEstimate(g, mark_nonfinite(values, f0), u, values)
+
+
+def orthonormal_pair(a: Tensor, b: Tensor, rtol: float = 1e-6) -> Tuple[Tensor, Tensor]:
+    """Batched Gram-Schmidt of a, b [B, d] -> e1, e2 [B, d] orthonormal, or zero where degenerate.
+
+    The authors take ``torch.qr`` of [a, b]; a rank-deficient pair (b parallel to a, as after a ZO-SGD step,
+    or both zero at the first step) then yields arbitrary basis vectors (e.g. e_1, e_2 at the first step). We
+    drop the degenerate vectors instead (zero columns), so that the guiding subspace only holds information.
+    """
+    na = a.norm(dim=1, keepdim=True)
+    ok_a = na > 0
+    e1 = torch.where(ok_a, a / na.clamp_min(1e-30), torch.zeros_like(a))
+    v = b - (e1 * b).sum(dim=1, keepdim=True) * e1
+    nv, nb = v.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ok_b = (nv > rtol * nb) & (nv > 0)
+    e2 = torch.where(ok_b, v / nv.clamp_min(1e-30), torch.zeros_like(v))
+    return e1, e2
+
+
+def guided_directions(
+    theta: Tensor,
+    q: int,
+    mu: float,
+    seeds: Tensor,
+    g_prev: Tensor,
+    dtheta_prev: Tensor,
+    alpha: float = 0.5,
+) -> Tuple[Tensor, Tensor]:
+    """Guided-ES directions and points: (u [B, q, d], points [B, q + 1, d]).
+
+    z comes from ``ops.sample_queries`` (keys ``seeds``), z_k [B, q, 2] from ``ops.sample_queries`` on a
+    2-dimensional zero point with keys ``derive(seeds, SALT_GUIDED)`` (counter-based as well). Each direction is
+    rescaled to the norm of its z (the reference code's "norm_prev").
+    """
+    _check_theta(theta, seeds)
+    z, points = ops.sample_queries(theta, q, mu, seed=seeds)
+    e1, e2 = orthonormal_pair(g_prev, dtheta_prev)
+    zk, _ = ops.sample_queries(theta.new_zeros((theta.shape[0], 2)), q, 1.0, seed=derive(seeds, SALT_GUIDED))
+    sub = zk[:, :, 0:1] * e1.unsqueeze(1) + zk[:, :, 1:2] * e2.unsqueeze(1)  # [B, q, d]
+    u = z * math.sqrt(alpha) + sub * math.sqrt(1.0 - alpha)
+    u = u * (z.norm(dim=2, keepdim=True) / u.norm(dim=2, keepdim=True).clamp_min(1e-30))
+    if torch.is_grad_enabled() and (theta.requires_grad or u.requires_grad):
+        points = torch.cat([theta.unsqueeze(1), theta.unsqueeze(1) + mu * u], dim=1)
+    else:
+        torch.add(theta.unsqueeze(1), u, alpha=mu, out=points[:, 1:])  # reuse the op's buffer
+    return u, points
+
+
+def central_difference_gradient(
+    problem,
+    theta: Tensor,
+    mu: float = 1e-3,
+    chunk: Optional[int] = None,
+    seeds: Optional[Tensor] = None,
+) -> Tensor:
+    """Coordinatewise central differences (paper eq. 5): g [B, d] from 2d queries per problem.
+
+    g_j = [f(theta + mu e_j) - f(theta - mu e_j)] / (2 mu). The points are built ``chunk`` coordinates at a time
+    by ``ops.central_points`` (one black-box call of [B, 2 chunk, d] points per chunk; default: all d at once)
+    so that memory stays bounded. A stochastic problem sees the same keys, hence the same minibatch, in every
+    chunk.
+    """
+    B, d = theta.shape
+    chunk = d if chunk is None else max(1, min(int(chunk), d))
+    parts = []
+    with torch.no_grad():
+        for start in range(0, d, chunk):
+            count = min(chunk, d - start)
+            pts = ops.central_points(theta.detach(), mu, start, count)
+            vals = evaluate(problem, pts, seeds)
+            parts.append((vals[:, 0::2] - vals[:, 1::2]) / (2.0 * mu))
+    return torch.cat(parts, dim=1)
+
+
+class ZOObjective(torch.autograd.Function):
+    """f(theta) [B] whose backward uses central differences instead of autograd through the black box."""
+
+    @staticmethod
+    def forward(ctx, theta, problem, mu, chunk, seeds):
+        with torch.no_grad():
+            f = evaluate(problem, theta.detach().unsqueeze(1), seeds).squeeze(1)
+        ctx.problem, ctx.mu, ctx.chunk, ctx.seeds = problem, mu, chunk, seeds
+        ctx.save_for_backward(theta.detach())
+        return f
+
+    @staticmethod
+    def backward(ctx, grad_f):
+        (theta,) = ctx.saved_tensors
+        g = central_difference_gradient(ctx.problem, theta, ctx.mu, ctx.chunk, ctx.seeds)
+        return grad_f.unsqueeze(1) * g, None, None, None, None
+
+
+def zo_objective(problem, theta: Tensor, mu: float = 1e-3, chunk: Optional[int] = None,
+                 seeds: Optional[Tensor] = None) -> Tensor:
+    """Differentiable f(theta) [B] for meta-training in zeroth-order mode (backward: 2d queries, eq. 5)."""
+    return ZOObjective.apply(theta, problem, mu, chunk, seeds)

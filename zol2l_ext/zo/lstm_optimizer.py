@@ -1,0 +1,258 @@
+"""The learned ZO optimizer's networks: coordinatewise LSTMs run by the fused ``ops.lstm_step``.
+
+Following the authors' ``VarReducedZOOptimizer`` (github.com/RYoungJ/ZO-L2L, nn_optimizer/zoopt.py):
+
+* UpdateRNN: ``nn.LSTM(1, 10, bias=False)`` + ``nn.Linear(10, 1, bias=False)`` whose weight is multiplied by
+  0.1 at initialisation. Input: the raw gradient estimate g_j (no preprocessing, no log/sign encoding as in
+  Andrychowicz et al.: the authors feed ``flat_grads`` directly). Output: the update Delta theta_j, used as is
+  (theta_t = theta_{t-1} + Delta theta_t); ``ZOLSTM(update_scale=alpha)`` multiplies it by the transfer factor
+  alpha of DESIGN.md (1 = the authors' behaviour).
+* QueryRNN: ``nn.LSTM(2, 10, bias=False)`` + ``nn.Linear(10, 1, bias=False)`` (weight x 0.1). Input
+  [g_{t-1, j}, Delta theta_{t-1, j}] (zeros at the first step, as the authors' initial buffers). Output: the raw
+  per-coordinate scale ``s = head + 1`` (the authors' ``std = o2 + 1``). The sampler rescales it to
+  ||s||_2 = sqrt(d) and draws u = s_hat * z; the authors draw u = z * |s_hat|: we pass |s| to the sampler,
+  which gives the same distribution and the same normalisation.
+* The regulariser of eq. 4, lambda * ||s - 1||^2 (the authors' ``reg_loss`` with ``mean = 0``), is returned by
+  `QueryRNN.regularizer` for the meta-trainer.
+
+All coordinates of all B problems share the weights: one ``ops.lstm_step`` launch runs N = B*d coordinates, each
+with its own (h, c). Initialisation: LSTM weights U(-1/sqrt(H), 1/sqrt(H)) (torch.nn.LSTM's default), head
+U(-1/sqrt(H), 1/sqrt(H)) x 0.1 (torch.nn.Linear's default times the authors' 0.1).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops
+
+__all__ = ["CoordinateLSTM", "UpdateRNN", "QueryRNN", "LearnedZO", "PRETRAINED_DIR", "FORMAT"]
+
+FORMAT = "zol2l-learnedzo-v1"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+State = Tuple[Tensor, Tensor]
+
+
+class CoordinateLSTM(nn.Module):
+    """One LSTM cell + linear head shared by N coordinates (gate order i, f, g, o, like torch.nn.LSTM).
+
+    Parameters: ``w_ih [4H, I]``, ``w_hh [4H, H]``, optional ``bias [4H]`` (off by default, like the reference
+    code), ``w_out [O, H]``, optional ``b_out [O]``. ``forward(x [N, I], (h, c))`` calls ``ops.lstm_step``;
+    under ``torch.no_grad()`` (or with nothing requiring grad) it is the fused inference path that saves nothing.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden: int = 10,
+        output: int = 1,
+        bias: bool = False,
+        output_bias: bool = False,
+        output_init_scale: float = 0.1,
+    ):
+        super().__init__()
+        self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden), int(output)
+        self.output_init_scale = float(output_init_scale)
+        H = self.hidden_size
+        self.w_ih = nn.Parameter(torch.empty(4 * H, self.input_size))
+        self.w_hh = nn.Parameter(torch.empty(4 * H, H))
+        self.bias = nn.Parameter(torch.empty(4 * H)) if bias else None
+        self.w_out = nn.Parameter(torch.empty(self.output_size, H))
+        self.b_out = nn.Parameter(torch.empty(self.output_size)) if output_bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        k = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in (self.w_ih, self.w_hh, self.bias):
+                if p is not None:
+                    p.uniform_(-k, k)
+            self.w_out.uniform_(-k, k).mul_(self.output_init_scale)
+            if self.b_out is not None:
+                self.b_out.uniform_(-k, k).mul_(self.output_init_scale)
+
+    def init_state(self, n: int, device=None, dtype=None) -> State:
+        """Zero (h, c), each [n, H]."""
+        device = self.w_hh.device if device is None else device
+        dtype = self.w_hh.dtype if dtype is None else dtype
+        z = torch.zeros(n, self.hidden_size, device=device, dtype=dtype)
+        return z, z.clone()
+
+    def forward(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+        h, c = state
+        y, h, c = ops.lstm_step(x, h, c, self.w_ih, self.w_hh, self.w_out, bias=self.bias, b_out=self.b_out)
+        return y, (h, c)
+
+    def config(self) -> Dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "hidden": self.hidden_size,
+            "output": self.output_size,
+            "bias": self.bias is not None,
+            "output_bias": self.b_out is not None,
+            "output_init_scale": self.output_init_scale,
+        }
+
+
+class UpdateRNN(nn.Module):
+    """g [B, d] -> Delta theta [B, d]; per-coordinate states (h, c) are [B, d, H] (views of [B*d, H])."""
+
+    def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1):
+        super().__init__()
+        self.lstm = CoordinateLSTM(1, hidden, 1, bias=bias, output_init_scale=output_init_scale)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lstm.hidden_size
+
+    def init_state(self, B: int, d: int, device=None, dtype=None) -> State:
+        h, c = self.lstm.init_state(B * d, device, dtype)
+        return h.view(B, d, -1), c.view(B, d, -1)
+
+    def forward(self, g: Tensor, state: State) -> Tuple[Tensor, State]:
+        B, d = g.shape
+        h, c = state
+        H = h.shape[-1]
+        y, (h, c) = self.lstm(g.reshape(B * d, 1), (h.reshape(B * d, H), c.reshape(B * d, H)))
+        return y.view(B, d), (h.view(B, d, H), c.view(B, d, H))
+
+
+class QueryRNN(nn.Module):
+    """[g_{t-1}, Delta theta_{t-1}] [B, d] x 2 -> raw scale s = head + 1 [B, d] (before |.| and normalisation)."""
+
+    def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1):
+        super().__init__()
+        self.lstm = CoordinateLSTM(2, hidden, 1, bias=bias, output_init_scale=output_init_scale)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lstm.hidden_size
+
+    def init_state(self, B: int, d: int, device=None, dtype=None) -> State:
+        h, c = self.lstm.init_state(B * d, device, dtype)
+        return h.view(B, d, -1), c.view(B, d, -1)
+
+    def forward(self, g_prev: Tensor, dtheta_prev: Tensor, state: State) -> Tuple[Tensor, State]:
+        B, d = g_prev.shape
+        h, c = state
+        H = h.shape[-1]
+        x = torch.stack([g_prev, dtheta_prev], dim=2).view(B * d, 2)
+        y, (h, c) = self.lstm(x, (h.reshape(B * d, H), c.reshape(B * d, H)))
+        return y.view(B, d) + 1.0, (h.view(B, d, H), c.view(B, d, H))
+
+    @staticmethod
+    def regularizer(s: Tensor, lam: float = 0.005) -> Tensor:
+        """lambda * ||s - 1||^2 per problem [B] (eq. 4's ||Sigma - I||^2 term in the authors' form)."""
+        return lam * (s - 1.0).square().sum(dim=1)
+
+
+class LearnedZO(nn.Module):
+    """The learned optimizer's weights: an `UpdateRNN` (``.update``) and a `QueryRNN` (``.query``).
+
+    ``save(path)`` writes ``torch.save({"format", "config", "state_dict", "meta"})``; ``LearnedZO.load(path)``
+    reads it with ``weights_only=True``. ``LearnedZO.pretrained(name)`` loads ``zol2l_ext/pretrained/<name>.pt``.
+    ``from_reference_state_dict`` converts a checkpoint of the authors' code (``ckpt['state_dict']``).
+    """
+
+    def __init__(
+        self,
+        hidden: int = 10,
+        bias: bool = False,
+        output_init_scale: float = 0.1,
+        query_hidden: Optional[int] = None,
+    ):
+        super().__init__()
+        self.update = UpdateRNN(hidden, bias=bias, output_init_scale=output_init_scale)
+        self.query = QueryRNN(query_hidden or hidden, bias=bias, output_init_scale=output_init_scale)
+        self._config = {
+            "hidden": int(hidden),
+            "bias": bool(bias),
+            "output_init_scale": float(output_init_scale),
+            "query_hidden": int(query_hidden or hidden),
+        }
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        return dict(self._config)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - use .update / .query
+        raise RuntimeError("LearnedZO holds two networks: call .update(g, state) or .query(g, dtheta, state)")
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def to_dict(self, meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "config": self.config,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+            "meta": dict(meta or {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "LearnedZO":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"not a LearnedZO checkpoint (expected format {FORMAT!r}, got "
+                             f"{d.get('format') if isinstance(d, dict) else type(d).__name__!r})")
+        model = cls(**d["config"])
+        sd = d["state_dict"]
+        if sd:
+            model.to(dtype=next(iter(sd.values())).dtype)  # keep the saved precision
+        model.load_state_dict(sd)
+        model.meta = dict(d.get("meta", {}))
+        return model
+
+    def save(self, path, meta: Optional[Dict[str, Any]] = None) -> None:
+        """torch.save the weights and config (meta: optional str/number entries, e.g. the training task)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.to_dict(meta), path)
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> "LearnedZO":
+        """Load a file written by `save` (``torch.load(weights_only=True)``)."""
+        d = torch.load(path, map_location=map_location, weights_only=True)
+        return cls.from_dict(d)
+
+    @classmethod
+    def pretrained(cls, name: str, map_location="cpu") -> "LearnedZO":
+        """Load the shipped weights ``zol2l_ext/pretrained/<name>.pt``."""
+        path = PRETRAINED_DIR / f"{name}.pt"
+        if not path.is_file():
+            available = sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt")) if PRETRAINED_DIR.is_dir() else []
+            raise FileNotFoundError(
+                f"no pretrained ZO-LSTM named {name!r}: {path} does not exist "
+                f"(available: {', '.join(available) if available else 'none yet'}). "
+                f"Train one (meta-training) and save it with LearnedZO.save(), or load a file with LearnedZO.load(path)."
+            )
+        return cls.load(path, map_location=map_location)
+
+    @classmethod
+    def available_pretrained(cls) -> list:
+        return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt")) if PRETRAINED_DIR.is_dir() else []
+
+    @classmethod
+    def from_reference_state_dict(cls, sd: Dict[str, Tensor]) -> "LearnedZO":
+        """Build from the authors' ``VarReducedZOOptimizer.state_dict()`` (or ``ZOOptimizer``: UpdateRNN only).
+
+        Keys: update_rnn.weight_ih_l0, update_rnn.weight_hh_l0, outputer.weight, and optionally
+        query_u_rnn.weight_ih_l0, query_u_rnn.weight_hh_l0, query_u_outputer.weight.
+        """
+        H = sd["update_rnn.weight_hh_l0"].shape[1]
+        Hq = sd["query_u_rnn.weight_hh_l0"].shape[1] if "query_u_rnn.weight_hh_l0" in sd else H
+        model = cls(hidden=H, query_hidden=Hq)
+        with torch.no_grad():
+            for ours, theirs in (
+                (model.update.lstm.w_ih, "update_rnn.weight_ih_l0"),
+                (model.update.lstm.w_hh, "update_rnn.weight_hh_l0"),
+                (model.update.lstm.w_out, "outputer.weight"),
+                (model.query.lstm.w_ih, "query_u_rnn.weight_ih_l0"),
+                (model.query.lstm.w_hh, "query_u_rnn.weight_hh_l0"),
+                (model.query.lstm.w_out, "query_u_outputer.weight"),
+            ):
+                if theirs in sd:
+                    ours.copy_(sd[theirs].to(ours.dtype))
+        return model
