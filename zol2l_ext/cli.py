@@ -1,0 +1,242 @@
+"""The ``zol2l`` command line.
+
+    zol2l attack [digits|mnist|cifar10] [--data-root PATH] [--indices 5000:5100 | --count N]
+                 [--optimizers zo-sgd,zo-signsgd,zo-adam] [--q Q] [--mu MU] [--steps T] [--trials K]
+                 [--seed S] [--device cpu|cuda|auto] [--out DIR] [--lr NAME=VALUE ...] [--budget N] [--c C]
+                 [--target NAME|PATH]
+    zol2l train-target ARCH DATASET [--epochs E] [--out PATH] [--data-root PATH]
+    zol2l targets
+
+``zol2l attack`` without a dataset runs the embedded default: scikit-learn's 8x8 digits, a small CNN trained on
+the fly (cached), a handful of images, ZO-SGD, ZO-signSGD and ZO-ADAM (plus ZO-LSTM where a pretrained
+checkpoint exists). No network, no data root.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Sequence
+
+from . import data as D
+
+
+def _add_attack(sub) -> None:
+    p = sub.add_parser("attack", help="black-box attack: compare ZO optimizers on a classifier",
+                       description="Untargeted score-based black-box attack (paper App. A.1) of correctly "
+                                   "classified test images; writes results.json, loss_curves.png and "
+                                   "adversarial_grid.png into --out and prints a comparison table.")
+    p.add_argument("dataset", nargs="?", default="digits", choices=D.DATASETS,
+                   help="digits (embedded default: no data root needed), mnist or cifar10")
+    p.add_argument("--data-root", default=None,
+                   help=f"folder holding mnist/, cifar10/, models/ (else ${D.ENV_DATA})")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--indices", default=None,
+                   help="positions in the seeded shuffle of correctly classified test images, e.g. 5000:5100 "
+                        "(the paper's test images; the default for mnist/cifar10) or 0,3,7")
+    g.add_argument("--count", type=int, default=None,
+                   help="attack N images from the default start (5000 for mnist/cifar10, 0 for digits)")
+    p.add_argument("--optimizers", default=None,
+                   help="comma-separated: zo-sgd,zo-signsgd,zo-adam,zo-szvr-g,guided-es,zo-lstm,"
+                        "zo-lstm-no-query,zo-lstm-no-update,zo-lstm-guided-es (default: the three baselines, "
+                        "plus zo-lstm where a pretrained checkpoint loads)")
+    p.add_argument("--q", type=int, default=None, help="query directions per step (default: 10/20/50 for "
+                                                       "digits/mnist/cifar10)")
+    p.add_argument("--mu", type=float, default=None, help="smoothing radius of the estimator (default 0.005)")
+    p.add_argument("--steps", type=int, default=None, help="iterations (default 200)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="independent runs per image, as extra batch rows (default 3 digits, 10 mnist/cifar10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--out", default=None, help="output folder (default runs/attack-<dataset>-<time>)")
+    p.add_argument("--lr", action="append", default=None, metavar="[NAME=]VALUE",
+                   help="learning rate override: VALUE for all optimizers or NAME=VALUE (repeatable)")
+    p.add_argument("--budget", type=int, default=None, help="query budget per attack (stops a row there)")
+    p.add_argument("--c", type=float, default=None, help="distortion weight (default 0.1; cifar10 0.25)")
+    p.add_argument("--norm", choices=("l1", "l2"), default="l1", help="distortion penalty (default l1)")
+    p.add_argument("--target", default=None,
+                   help="target model: mnist-authors, cifar10-staged, mnist-cw, cifar10-cw, digits-cnn, or a "
+                        "checkpoint path (default: the dataset's staged model; digits-cnn for digits)")
+    p.add_argument("--learned", default=None,
+                   help="pretrained ZO-LSTM name (zol2l_ext/pretrained/<name>.pt) or .pt path for zo-lstm*")
+    p.add_argument("--stop-at-success", action="store_true", help="stop each attack at its first success")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="images per model forward (memory bound; default 4096 on CPU, 16384 on CUDA)")
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST when it is missing")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: 1 for digits, whose tiny batches lose time to thread "
+                        "synchronisation, else torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_attack)
+
+
+def _add_train(sub) -> None:
+    from .models import ARCH_NAMES
+
+    p = sub.add_parser("train-target", help="train a target classifier and save state_dict + metadata",
+                       description="Trains ARCH on DATASET's training set (tqdm progress), reports the test "
+                                   "accuracy and saves a checkpoint that `zol2l attack --target` loads.")
+    p.add_argument("arch", choices=ARCH_NAMES,
+                   help="cw (the paper's Carlini-Wagner architecture, mnist/cifar10), authors (mnist), "
+                        "staged (cifar10), digits (digits)")
+    p.add_argument("dataset", choices=D.DATASETS)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--out", default=None, help=f"checkpoint path (default ${D.ENV_CACHE}/targets/<name>.pt, "
+                                                "where --target <name> finds it)")
+    p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST when it is missing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_target)
+
+
+def _add_targets(sub) -> None:
+    p = sub.add_parser("targets", help="list the target models and where they come from")
+    p.set_defaults(func=cmd_targets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zol2l", description="Learned zeroth-order optimization (ZO-L2L): "
+                                                               "black-box attacks and target models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_attack(sub)
+    _add_train(sub)
+    _add_targets(sub)
+    return parser
+
+
+def cmd_attack(args) -> int:
+    import torch
+
+    threads = args.threads or (1 if args.dataset == "digits" and str(args.device) == "cpu" else None)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _attack(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _attack(args) -> int:
+    from . import attack as A
+
+    t_start = time.perf_counter()
+    progress = not args.no_progress
+    device = A.resolve_device(args.device)
+    aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=args.target, indices=args.indices,
+                            count=args.count, device=device, download=args.download, progress=progress)
+
+    learned, learned_name = None, None
+    if args.optimizers:
+        optimizers = A.parse_optimizers(args.optimizers)
+        if any(n.startswith("zo-lstm") for n in optimizers):
+            learned, learned_name = _load_learned(args.learned, args.dataset)
+    else:
+        optimizers = list(A.BASELINES)
+        if args.learned:
+            learned, learned_name = _load_learned(args.learned, args.dataset)
+        else:
+            learned, why = A.find_learned(args.dataset)
+            learned_name = why if learned is not None else None
+            if learned is None:
+                tried = ", ".join(f"{n}.pt" for n in A.LEARNED_CANDIDATES.get(args.dataset, ()))
+                print(f"zol2l: zo-lstm skipped: no pretrained learned optimizer for {args.dataset} "
+                      f"(looked for {tried} in zol2l_ext/pretrained/)", file=sys.stderr)
+        if learned is not None:
+            optimizers.append("zo-lstm")
+
+    common, per = A.parse_lr_overrides(args.lr)
+    unknown = sorted(set(per) - set(optimizers))
+    if unknown:
+        raise A.AttackSetupError(f"--lr for {', '.join(unknown)}, which does not run (running: "
+                                 f"{', '.join(optimizers)})")
+    lrs = {n: (per[n] if n in per else common) for n in optimizers if n in per or common is not None}
+
+    out = args.out or os.path.join("runs", f"attack-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dflt = A.DATASET_DEFAULTS[args.dataset]
+    q, steps = args.q or dflt["q"], args.steps or dflt["steps"]
+    rows = len(aset.ids) * (args.trials or dflt["trials"])
+    print(f"zol2l attack: {len(aset.ids)} {args.dataset} images ({aset.target.name}) x "
+          f"{rows // len(aset.ids)} trials, optimizers {', '.join(optimizers)}, device {device}; "
+          f"{rows} rows x {q + 1} queries x {steps} steps = {rows * (q + 1) * steps:,} model evaluations "
+          f"per optimizer", file=sys.stderr)
+    outcome = A.run_attack(args.dataset, aset.images, aset.labels, aset.target.model, optimizers,
+                           output=aset.output, image_ids=aset.ids, q=args.q, mu=args.mu, steps=args.steps,
+                           trials=args.trials, seed=args.seed, device=device, lrs=lrs, c=args.c,
+                           norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
+                           chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
+                           target_name=aset.target.name, classes=aset.classes, progress=progress)
+    outcome.results["config"]["positions"] = aset.positions
+    outcome.results["config"]["target_source"] = aset.target.source
+    outcome.results["config"]["wall_seconds_total"] = round(time.perf_counter() - t_start, 2)
+    paths = A.write_outputs(outcome, out)
+    print(A.format_table(outcome.results))
+    print(f"wrote {paths['results']}, {paths['loss_curves']}, {paths['adversarial_grid']} "
+          f"({time.perf_counter() - t_start:.1f} s)")
+    return 0
+
+
+def _load_learned(spec: str | None, dataset: str):
+    from . import attack as A
+    from .zo.lstm_optimizer import LearnedZO
+
+    if spec and (os.path.sep in spec or spec.endswith(".pt")):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"--learned {spec!r}: no such file")
+        return LearnedZO.load(spec), spec
+    learned, name = A.find_learned(dataset, [spec] if spec else None)
+    if learned is None:
+        raise A.AttackSetupError(f"zo-lstm* needs a pretrained learned optimizer: {name}")
+    return learned, name
+
+
+def cmd_train_target(args) -> int:
+    from .models import train_target
+
+    path, meta = train_target(args.arch, args.dataset, args.epochs, out=args.out, data_root=args.data_root,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                              progress=not args.no_progress, download=args.download)
+    print(f"{meta['name']}: train accuracy {100 * meta['train_accuracy']:.2f}%, test accuracy "
+          f"{100 * meta['test_accuracy']:.2f}% after {meta['epochs']} epochs ({meta['train_seconds']:.1f} s); "
+          f"saved {path}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from .models import TARGETS, _own_target_candidates
+
+    for spec in TARGETS.values():
+        if spec.staged_file:
+            where = f"<data root>/{spec.staged_file}"
+        elif spec.name == "digits-cnn":
+            where = "trained on first use, cached"
+        else:
+            found = [p for p in _own_target_candidates(spec.name) if os.path.isfile(p)]
+            where = found[0] if found else f"not trained yet (zol2l train-target {spec.arch} {spec.dataset})"
+        print(f"{spec.name:<16} {spec.dataset:<8} {spec.output:<8} {where}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .attack import AttackSetupError
+    from .models import ModelOutputError
+
+    try:
+        return int(args.func(args) or 0)
+    except (D.DataRootError, ModelOutputError, AttackSetupError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("ZOL2L_DEBUG"):
+            raise
+        print(f"zol2l {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
