@@ -2,7 +2,8 @@
 
 Environment switches:
   ZOL2L_SKIP_CUDA=1      build the CPU kernels only (fast local iteration)
-  TORCH_CUDA_ARCH_LIST   CUDA architectures to compile for (for example "9.0"), read by torch's cpp_extension
+  TORCH_CUDA_ARCH_LIST   CUDA architectures to compile for (for example "9.0"), read by torch's cpp_extension;
+                         without it and without a visible GPU, the CUDA kernels are skipped
   CUDA_HOME              the CUDA toolkit root; found from `nvcc --dryrun` when unset
 """
 import glob
@@ -43,7 +44,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _want_cuda():
     if os.environ.get("ZOL2L_SKIP_CUDA") == "1":
         return False
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    if torch.version.cuda is None or CUDA_HOME is None:
+        return False
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # With no GPU to detect, cpp_extension would compile for every architecture the toolkit knows
+        # (tens of minutes on a small machine): ask for an explicit list instead.
+        print("zol2l_ext: no GPU visible and TORCH_CUDA_ARCH_LIST unset: skipping the CUDA kernels "
+              '(set TORCH_CUDA_ARCH_LIST, for example "9.0", to compile them)', flush=True)
+        return False
+    return True
 
 
 def _extra_cuda_includes():

@@ -1,5 +1,5 @@
 """zol2l_ext: a learned zeroth-order optimizer (ZO-L2L) with fused C++/CUDA kernels for PyTorch."""
 from . import ops, reference  # noqa: F401
-from .ops import central_points, draw_seeds, fd_gradient, lstm_step, sample_queries  # noqa: F401
+from .ops import central_points, draw_seeds, fd_gradient, has_cuda_kernels, lstm_step, sample_queries  # noqa: F401
 
 __version__ = "0.1.0"

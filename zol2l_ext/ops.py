@@ -17,12 +17,18 @@ from . import _C  # noqa: F401  (loads the shared library, which registers the z
 _ops = torch.ops.zol2l
 
 __all__ = [
+    "has_cuda_kernels",
     "lstm_step",
     "sample_queries",
     "fd_gradient",
     "central_points",
     "draw_seeds",
 ]
+
+
+def has_cuda_kernels() -> bool:
+    """Whether this build registered the CUDA kernels (setup.py skips them without nvcc or a CUDA torch)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("zol2l::lstm_step", "CUDA")
 
 
 # ----------------------------------------------------------------------------------------------------------
