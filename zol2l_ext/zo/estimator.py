@@ -41,6 +41,7 @@ __all__ = [
     "mark_nonfinite",
     "gaussian_estimate",
     "guided_directions",
+    "guided_estimate",
     "orthonormal_pair",
     "central_difference_gradient",
     "ZOObjective",
@@ -90,14 +91,21 @@ def mark_nonfinite(values: Tensor, f0: Optional[Tensor] = None) -> Tensor:
     return torch.where(finite, f0, torch.full_like(f0, float("nan")))
 
 
+def _check_batch(x: Tensor, name: str, dims: Tuple[str, ...], owner: str = "") -> None:
+    """Raise ValueError unless ``x`` is a floating-point tensor with the dimensions named ``dims`` (the first
+    one the batch B) and at least one row. ``owner`` prefixes the messages (e.g. a class name)."""
+    where = f"{owner}: " if owner else ""
+    if not isinstance(x, Tensor) or x.dim() != len(dims):
+        raise ValueError(f"{where}{name} must be a [{', '.join(dims)}] tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}empty batch: {name} has B = 0 rows")
+    if not x.is_floating_point():
+        raise ValueError(f"{where}{name} must be floating point, got {x.dtype}")
+
+
 def _check_theta(theta: Tensor, seeds: Tensor) -> None:
-    if not isinstance(theta, Tensor) or theta.dim() != 2:
-        raise ValueError(f"theta must be a [B, d] tensor, got "
-                         f"{tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__}")
-    if theta.shape[0] == 0:
-        raise ValueError("empty batch: theta has B = 0 rows")
-    if not theta.is_floating_point():
-        raise ValueError(f"theta must be floating point, got {theta.dtype}")
+    _check_batch(theta, "theta", ("B", "d"))
     if not isinstance(seeds, Tensor) or seeds.shape != (theta.shape[0],) or seeds.dtype != torch.int64:
         raise ValueError(f"seeds must be an int64 tensor of shape [{theta.shape[0]}], got "
                          f"{(tuple(seeds.shape), seeds.dtype) if isinstance(seeds, Tensor) else type(seeds).__name__}")
@@ -167,6 +175,15 @@ def guided_directions(
     else:
         torch.add(theta.unsqueeze(1), u, alpha=mu, out=points[:, 1:])  # reuse the op's buffer
     return u, points
+
+
+def guided_estimate(problem, theta: Tensor, q: int, mu: float, seeds: Tensor, g_prev: Tensor, dtheta_prev: Tensor,
+                    alpha: float = 0.5) -> GradientEstimate:
+    """The estimator on `guided_directions` for B problems with one black-box call of B x (q + 1) points."""
+    u, points = guided_directions(theta, q, mu, seeds, g_prev, dtheta_prev, alpha)
+    values = evaluate(problem, points, seeds)
+    g = ops.fd_gradient(values[:, 0], values[:, 1:], u, mu)
+    return GradientEstimate(g, mark_nonfinite(values), u, values)
 
 
 def central_difference_gradient(

@@ -99,12 +99,13 @@ class CoordinateLSTM(nn.Module):
         }
 
 
-class UpdateRNN(nn.Module):
-    """g [B, d] -> Delta theta [B, d]; per-coordinate states (h, c) are [B, d, H] (views of [B*d, H])."""
+class _CoordinatewiseRNN(nn.Module):
+    """A `CoordinateLSTM` with a scalar head run on B problems of d coordinates: the B*d coordinates are the rows
+    of one ``ops.lstm_step`` launch; per-coordinate states (h, c) are [B, d, H] (views of [B*d, H])."""
 
-    def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1):
+    def __init__(self, input_size: int, hidden: int, bias: bool, output_init_scale: float):
         super().__init__()
-        self.lstm = CoordinateLSTM(1, hidden, 1, bias=bias, output_init_scale=output_init_scale)
+        self.lstm = CoordinateLSTM(input_size, hidden, 1, bias=bias, output_init_scale=output_init_scale)
 
     @property
     def hidden_size(self) -> int:
@@ -114,36 +115,34 @@ class UpdateRNN(nn.Module):
         h, c = self.lstm.init_state(B * d, device, dtype)
         return h.view(B, d, -1), c.view(B, d, -1)
 
-    def forward(self, g: Tensor, state: State) -> Tuple[Tensor, State]:
-        B, d = g.shape
+    def _step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+        """x [B, d, I] -> head output [B, d] and the new states [B, d, H]."""
+        B, d, I = x.shape
         h, c = state
         H = h.shape[-1]
-        y, (h, c) = self.lstm(g.reshape(B * d, 1), (h.reshape(B * d, H), c.reshape(B * d, H)))
+        y, (h, c) = self.lstm(x.reshape(B * d, I), (h.reshape(B * d, H), c.reshape(B * d, H)))
         return y.view(B, d), (h.view(B, d, H), c.view(B, d, H))
 
 
-class QueryRNN(nn.Module):
+class UpdateRNN(_CoordinatewiseRNN):
+    """g [B, d] -> Delta theta [B, d]."""
+
+    def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1):
+        super().__init__(1, hidden, bias, output_init_scale)
+
+    def forward(self, g: Tensor, state: State) -> Tuple[Tensor, State]:
+        return self._step(g.unsqueeze(-1), state)
+
+
+class QueryRNN(_CoordinatewiseRNN):
     """[g_{t-1}, Delta theta_{t-1}] [B, d] x 2 -> raw scale s = head + 1 [B, d] (before |.| and normalisation)."""
 
     def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1):
-        super().__init__()
-        self.lstm = CoordinateLSTM(2, hidden, 1, bias=bias, output_init_scale=output_init_scale)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.lstm.hidden_size
-
-    def init_state(self, B: int, d: int, device=None, dtype=None) -> State:
-        h, c = self.lstm.init_state(B * d, device, dtype)
-        return h.view(B, d, -1), c.view(B, d, -1)
+        super().__init__(2, hidden, bias, output_init_scale)
 
     def forward(self, g_prev: Tensor, dtheta_prev: Tensor, state: State) -> Tuple[Tensor, State]:
-        B, d = g_prev.shape
-        h, c = state
-        H = h.shape[-1]
-        x = torch.stack([g_prev, dtheta_prev], dim=2).view(B * d, 2)
-        y, (h, c) = self.lstm(x, (h.reshape(B * d, H), c.reshape(B * d, H)))
-        return y.view(B, d) + 1.0, (h.view(B, d, H), c.view(B, d, H))
+        y, state = self._step(torch.stack([g_prev, dtheta_prev], dim=-1), state)
+        return y + 1.0, state
 
     @staticmethod
     def regularizer(s: Tensor, lam: float = 0.005) -> Tensor:

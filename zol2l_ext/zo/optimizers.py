@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .estimator import evaluate, gaussian_estimate, guided_directions, mark_nonfinite, _check_theta
+from .estimator import evaluate, gaussian_estimate, guided_estimate, mark_nonfinite, _check_theta
 from .lstm_optimizer import LearnedZO
 from .seeding import SALT_BERNOULLI, derive, uniform01
 
@@ -77,6 +77,8 @@ class ZOOptimizer:
     row0_is_theta = True
     #: the constructor arguments saved by state_dict (subclasses extend it)
     _config_keys: Tuple[str, ...] = ("q", "mu", "lr", "scale_lr_by_dim")
+    #: the per-problem state entries that init_state starts at zero, shaped like theta0
+    _zero_state: Tuple[str, ...] = ()
 
     def __init__(self, q: int = 20, mu: float = 0.005, lr: float = 4.0, scale_lr_by_dim: bool = True):
         self.q = int(q)
@@ -112,7 +114,10 @@ class ZOOptimizer:
             raise ValueError(f"{self.name}: theta0 must be a [B, d] tensor")
         if theta0.shape[0] == 0 or theta0.shape[1] == 0:
             raise ValueError(f"{self.name}: empty batch or dimension: theta0 has shape {tuple(theta0.shape)}")
-        return {"step": 0}
+        state: Dict[str, Any] = {"step": 0}
+        for key in self._zero_state:
+            state[key] = torch.zeros_like(theta0)
+        return state
 
     @staticmethod
     def select_state(state: Dict[str, Any], index: Tensor) -> Dict[str, Any]:
@@ -181,6 +186,7 @@ class ZOAdam(ZOOptimizer):
 
     name = "zo-adam"
     _config_keys = ZOOptimizer._config_keys + ("beta1", "beta2", "eps")
+    _zero_state = ("m", "v")
 
     def __init__(self, q: int = 20, mu: float = 0.005, lr: float = 8.0, beta1: float = 0.9, beta2: float = 0.996,
                  eps: float = 1e-8, scale_lr_by_dim: bool = True):
@@ -191,12 +197,6 @@ class ZOAdam(ZOOptimizer):
         super()._validate()
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise ValueError(f"zo-adam: betas must lie in [0, 1), got {(self.beta1, self.beta2)}")
-
-    def init_state(self, theta0):
-        st = super().init_state(theta0)
-        st["m"] = torch.zeros_like(theta0)
-        st["v"] = torch.zeros_like(theta0)
-        return st
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
@@ -295,6 +295,7 @@ class GuidedES(ZOOptimizer):
 
     name = "guided-es"
     _config_keys = ZOOptimizer._config_keys + ("alpha",)
+    _zero_state = ("g_prev", "dtheta_prev")
 
     def __init__(self, q: int = 20, mu: float = 0.005, lr: float = 4.0, alpha: float = 0.5,
                  scale_lr_by_dim: bool = True):
@@ -306,21 +307,13 @@ class GuidedES(ZOOptimizer):
         if not (0.0 < self.alpha <= 1.0):
             raise ValueError(f"guided-es: alpha must lie in (0, 1], got {self.alpha}")
 
-    def init_state(self, theta0):
-        st = super().init_state(theta0)
-        st["g_prev"] = torch.zeros_like(theta0)
-        st["dtheta_prev"] = torch.zeros_like(theta0)
-        return st
-
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            u, points = guided_directions(theta, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
-                                          self.alpha)
-            values = evaluate(problem, points, seeds)
-            g = ops.fd_gradient(values[:, 0], values[:, 1:], u, self.mu)
-            delta = g * (-self.step_size(theta.shape[1]))
+            est = guided_estimate(problem, theta, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
+                                  self.alpha)
+            delta = est.g * (-self.step_size(theta.shape[1]))
             theta_new = theta + delta
-        return theta_new, {"step": state["step"] + 1, "g_prev": g, "dtheta_prev": delta}, mark_nonfinite(values)
+        return theta_new, {"step": state["step"] + 1, "g_prev": est.g, "dtheta_prev": delta}, est.f0
 
 
 class ZOLSTM(ZOOptimizer):
@@ -445,11 +438,9 @@ class ZOLSTM(ZOOptimizer):
                 est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, scale=scale, use_scale=use)
                 g, f0 = est.g, est.f0
             elif self.guided:
-                u, points = guided_directions(theta, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
-                                              self.alpha)
-                values = evaluate(problem, points, seeds)
-                g = ops.fd_gradient(values[:, 0], values[:, 1:], u, self.mu)
-                f0 = mark_nonfinite(values)
+                est = guided_estimate(problem, theta, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
+                                      self.alpha)
+                g, f0 = est.g, est.f0
             else:
                 est = gaussian_estimate(problem, theta, self.q, self.mu, seeds)
                 g, f0 = est.g, est.f0

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .estimator import _check_batch
 from .seeding import splitmix64
 
 __all__ = [
@@ -80,6 +81,20 @@ class BlackBoxProblem:
 
     def __len__(self) -> int:
         return self.batch
+
+    def _take_rows(self, index, *row_attrs: str) -> Tuple["BlackBoxProblem", Tensor]:
+        """(sub, idx): a shallow copy made of rows ``index`` of this problem, and those rows as a LongTensor.
+
+        The tensors named ``row_attrs`` (first dimension B; None stays None) are indexed on the device of the
+        first one; every other attribute is shared with this problem (the caller resets what describes its last call).
+        """
+        idx = _as_index(index, self.batch, getattr(self, row_attrs[0]).device)
+        sub = copy.copy(self)
+        for name in row_attrs:
+            rows = getattr(self, name)
+            setattr(sub, name, None if rows is None else rows.index_select(0, idx))
+        sub.batch = int(idx.numel())
+        return sub, idx
 
     def _check_points(self, points: Tensor) -> Tuple[int, int]:
         if not isinstance(points, Tensor):
@@ -148,13 +163,7 @@ class AttackProblem(BlackBoxProblem):
         confidence: float = 0.0,
         tanh_eps: float = 1e-6,
     ):
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            raise ValueError(f"AttackProblem: images must be a [B, C, H, W] tensor, got "
-                             f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
-        if images.shape[0] == 0:
-            raise ValueError("AttackProblem: empty batch (images has B = 0 rows)")
-        if not images.is_floating_point():
-            raise ValueError(f"AttackProblem: images must be floating point in [0, 1], got {images.dtype}")
+        _check_batch(images, "images", ("B", "C", "H", "W"), owner="AttackProblem")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"AttackProblem: images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
@@ -335,13 +344,7 @@ class AttackProblem(BlackBoxProblem):
         return self.w0.new_zeros((self.batch, self.dim))
 
     def select(self, index) -> "AttackProblem":
-        idx = _as_index(index, self.batch, self.images.device)
-        sub = copy.copy(self)
-        sub.images = self.images.index_select(0, idx)
-        sub.labels = self.labels.index_select(0, idx)
-        sub.target_labels = None if self.target_labels is None else self.target_labels.index_select(0, idx)
-        sub.w0 = self.w0.index_select(0, idx)
-        sub.batch = int(idx.numel())
+        sub, _ = self._take_rows(index, "images", "labels", "target_labels", "w0")
         sub.last_row0_success = None
         return sub
 
@@ -458,14 +461,8 @@ class BinaryClassificationProblem(BlackBoxProblem):
         return self._init.clone()
 
     def select(self, index) -> "BinaryClassificationProblem":
-        idx = _as_index(index, self.batch, self.X.device)
-        sub = copy.copy(self)
-        sub.X = self.X.index_select(0, idx)
-        sub.y = self.y.index_select(0, idx)
-        sub.theta_star = self.theta_star.index_select(0, idx)
-        sub._init = self._init.index_select(0, idx)
+        sub, idx = self._take_rows(index, "X", "y", "theta_star", "_init")
         sub.seeds = [self.seeds[i] for i in idx.tolist()]
-        sub.batch = int(idx.numel())
         sub._gen = None
         return sub
 
@@ -540,9 +537,5 @@ class CallableProblem(BlackBoxProblem):
         return self.x0.clone()
 
     def select(self, index) -> "CallableProblem":
-        idx = _as_index(index, self.batch, self.x0.device)
-        sub = copy.copy(self)
-        sub.x0 = self.x0.index_select(0, idx)
-        sub.index = self.index.index_select(0, idx)
-        sub.batch = int(idx.numel())
+        sub, _ = self._take_rows(index, "x0", "index")
         return sub
