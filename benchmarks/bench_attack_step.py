@@ -67,7 +67,7 @@ AUTHORS_QUOTED = {"case": "1", "zo-lstm_ms": 48.0, "zo-sgd_ms": 42.0, "floor_ms"
 
 # Samples: step and floor take 0.1 s .. 5 s per call on 2 cores, the overhead pieces microseconds to ms.
 # Warm-up calls are never kept as samples (slow_call_s = inf), so the samples of a round are adjacent in time.
-FULL = {"cpu": Budget(3.0, 9, 200, 5e-3, math.inf, 80.0), "cuda": Budget(0.5, 20, 200, 1e-3, math.inf, 20.0)}
+FULL = {"cpu": Budget(3.0, 11, 200, 5e-3, math.inf, 90.0), "cuda": Budget(0.5, 20, 200, 1e-3, math.inf, 20.0)}
 QUICK = {"cpu": Budget(0.2, 3, 20, 2e-3, math.inf, 3.0), "cuda": Budget(0.05, 5, 20, 5e-4, math.inf, 2.0)}
 
 MAIN = ("floor", "zo-lstm", "zo-sgd")
@@ -223,7 +223,8 @@ def run_case(cid, args, root):
     }
     if not args.no_breakdown:
         impls.update({
-            "query_rnn": nograd(lambda: zl.model.query(st["g_prev"], st["dtheta_prev"], (st["h_query"], st["c_query"]))),
+            "query_rnn": nograd(lambda: zl.model.query(st["g_prev"], st["dtheta_prev"],
+                                                       (st["h_query"], st["c_query"]))),
             "bernoulli": nograd(lambda: uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob),
             "sample_scaled": nograd(lambda: ops.sample_queries(th, q, MU, scale=s.abs(), use_scale=use, seed=seeds)),
             "sample": nograd(lambda: ops.sample_queries(th_sgd, q, MU, seed=seeds_sgd)),
@@ -290,11 +291,13 @@ def table_lines(results, md=False):
                          _f(e["step_iqr_ms"], ".1f" if e["step_ms"] >= 100 else ".2f"),
                          _f(fl["ms"], ".1f" if fl["ms"] >= 100 else ".2f"),
                          _f(fl["iqr_ms"], ".1f" if fl["ms"] >= 100 else ".2f"), _f(e["ratio"], ".3f"),
-                         _f(e["paired_ratio"], ".3f"), _f(e["min_ratio"], ".3f"), _f(e["outside_ms"]), _f(100 * e["outside_frac"], ".1f"),
+                         _f(e["paired_ratio"], ".3f"), _f(e["min_ratio"], ".3f"), _f(e["outside_ms"]),
+                         _f(100 * e["outside_frac"], ".1f"),
                          f"<= {e['max_ratio']}", "met" if e["met"] else "NOT met"])
             b = e.get("breakdown_ms")
             if b:
-                brows.append([r["name"], name, _f(e["outside_ms"]), _f(b.get("sample", b.get("sample_scaled")), ".3f"),
+                smp = b.get("sample", b.get("sample_scaled"))
+                brows.append([r["name"], name, _f(e["outside_ms"]), _f(smp, ".3f"),
                               _f(b.get("query_rnn"), ".3f"), _f(b.get("bernoulli"), ".3f"),
                               _f(b.get("update_rnn"), ".3f"), _f(b["fd_gradient"], ".3f"),
                               _f(b["bb_no_forward"], ".3f"), _f(e.get("to_image_ms"), ".3f"), _f(b["other"], ".3f")])
@@ -308,16 +311,16 @@ def table_lines(results, md=False):
 
     def render(h, rs):
         if md:
-            return ["| " + " | ".join(h) + " |", "|" + "|".join("---" if i < 3 else "--:" for i in range(len(h))) + "|"] \
-                + ["| " + " | ".join(x) + " |" for x in rs]
+            rule = "|" + "|".join("---" if i < 3 else "--:" for i in range(len(h))) + "|"
+            return ["| " + " | ".join(h) + " |", rule] + ["| " + " | ".join(x) + " |" for x in rs]
         w = [max(len(h[i]), *(len(x[i]) for x in rs)) if rs else len(h[i]) for i in range(len(h))]
         fmt = lambda x: "  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(x))  # noqa: E731
         return [fmt(h), "-" * len(fmt(h))] + [fmt(x) for x in rs]
 
     out = render(head, rows)
     if brows:
-        out += ["", "Where the time outside the forward goes (ms, medians of each piece timed alone):" if not md
-                else ""] + render(bhead, brows)
+        out += [""] + ([] if md else ["Where the time outside the forward goes (ms, medians of each piece timed "
+                                      "alone):"]) + render(bhead, brows)
     return out
 
 
@@ -384,6 +387,8 @@ def main(argv=None):
     root = find_data_root(args.data_root)
 
     info = machine_info([args.device], args.threads)
+    # allocator / threading settings change these timings (see benchmarks/README.md): keep them with the results
+    info["env"] = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_"))}
     print(f"torch {info['torch']} (cuda {info['torch_cuda']}), {info.get('cuda_device') or info['cpu_model']}, "
           f"{info['cpu_count']} CPUs, threads {args.threads}, git {info['git']}, load average {info['loadavg_start']}"
           + (" [quick]" if args.quick else ""))
@@ -398,9 +403,9 @@ def main(argv=None):
         r = run_case(cid, args, root)
         results.append(r)
         e = r["optimizers"]
-        print(f"[{r['name']}] {_shape(r)}: floor {r['impls']['floor']['ms']:.2f} ms, ZO-LSTM {e['zo-lstm']['step_ms']:.2f} "
-              f"ms, ZO-SGD {e['zo-sgd']['step_ms']:.2f} ms ({r['elapsed_s']:.0f} s; {r['source']}; ZO-LSTM: "
-              f"{r['learned']})", flush=True)
+        print(f"[{r['name']}] {_shape(r)}: floor {r['impls']['floor']['ms']:.2f} ms, ZO-LSTM "
+              f"{e['zo-lstm']['step_ms']:.2f} ms, ZO-SGD {e['zo-sgd']['step_ms']:.2f} ms ({r['elapsed_s']:.0f} s; "
+              f"{r['source']}; ZO-LSTM: {r['learned']})", flush=True)
     info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     print()
     print("\n".join(table_lines(results)))
