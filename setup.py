@@ -75,7 +75,9 @@ def _extension():
     # No -std here: cpp_extension passes the standard that the installed torch needs (C++20 for 2.14).
     # -fno-trapping-math lets GCC if-convert the float clamps of exp_approx, so the tile loops vectorize;
     # -fno-math-errno lets sqrtf inline (no errno side effect), so the normal-fill loops vectorize.
-    cxx = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fvisibility=hidden"]
+    # -fopenmp: ATen's at::parallel_for is an inline `#pragma omp parallel` compiled into this extension;
+    # without the flag every CPU kernel silently runs on one thread.
+    cxx = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fvisibility=hidden", "-fopenmp"]
     if _want_cuda():
         cuda_sources = sorted(os.path.relpath(s, HERE) for s in glob.glob(os.path.join(csrc, "cuda", "*.cu")))
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
@@ -85,9 +87,11 @@ def _extension():
             sources + cuda_sources,
             include_dirs=[csrc] + _extra_cuda_includes(),
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=["-fopenmp"],
         )
     print("zol2l_ext: building CPU kernels only", flush=True)
-    return CppExtension("zol2l_ext._C", sources, include_dirs=[csrc], extra_compile_args={"cxx": cxx})
+    return CppExtension("zol2l_ext._C", sources, include_dirs=[csrc], extra_compile_args={"cxx": cxx},
+                        extra_link_args=["-fopenmp"])
 
 
 setup(

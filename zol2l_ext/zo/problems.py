@@ -230,7 +230,9 @@ class AttackProblem(BlackBoxProblem):
         up = F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False).reshape(B, Q, C, H, W)
         return up + self.w0.to(theta.dtype).unsqueeze(1)
 
-    def _x(self, theta: Tensor) -> Tensor:
+    def _x(self, theta: Tensor, inplace: bool = False) -> Tensor:
+        if inplace:  # no autograd: finish in tanh's own output rather than two more full-size temporaries
+            return torch.tanh(self._w(theta)).add_(1.0).mul_(0.5)
         return (torch.tanh(self._w(theta)) + 1.0) * 0.5
 
     def adversarial_images(self, theta: Tensor) -> Tensor:
@@ -294,7 +296,7 @@ class AttackProblem(BlackBoxProblem):
 
     def _loss(self, points: Tensor, no_grad: bool) -> Tensor:
         B, Q = points.shape[:2]
-        x = self._x(points)  # [B, Q, C, H, W]
+        x = self._x(points, inplace=no_grad)  # [B, Q, C, H, W]
         logp = self._scores(x.reshape(B * Q, *self.image_shape), no_grad=no_grad)
         K = logp.shape[1]
         self._check_labels(K)
@@ -306,11 +308,13 @@ class AttackProblem(BlackBoxProblem):
         self.last_row0_success = pred0 == self.target_labels if self.targeted else pred0 != self.labels
         margin = (f_other - f_cls) if self.targeted else (f_cls - f_other)
         hinge = margin.clamp_min(-self.confidence)
-        diff = x - self.images.to(x.dtype).unsqueeze(1)
+        clean = self.images.to(x.dtype).unsqueeze(1)
+        # Without autograd the query images are dead after the forward: the distance reuses their memory.
+        diff = x.sub_(clean) if no_grad else x - clean
         if self.norm == "l1":
-            dist = diff.abs().flatten(2).sum(dim=2)
+            dist = (diff.abs_() if no_grad else diff.abs()).flatten(2).sum(dim=2)
         else:
-            dist = diff.square().flatten(2).sum(dim=2)
+            dist = (diff.square_() if no_grad else diff.square()).flatten(2).sum(dim=2)
         return hinge.to(dist.dtype) + self.c * dist
 
     def differentiable_loss(self, theta: Tensor) -> Tensor:
