@@ -130,16 +130,35 @@ inline void cell_row_backward(const T* __restrict gi, const T* __restrict gf, co
 }
 
 // Loads rows [n0, n0 + nt) into the tile (zero padding) and computes activations, c_new, tanh(c_new), h_new.
+// dst[k][t] = src[(n0 + t) * width + k] for t < nt; zero for the padding lanes, and everywhere when src is null
+// (an absent incoming gradient).
 template <typename T>
+inline void load_transposed(const T* src, int64_t n0, int nt, int width, T (*dst)[kTile]) {
+  if (src == nullptr) {
+    for (int k = 0; k < width; ++k)
+      for (int t = 0; t < kTile; ++t) dst[k][t] = T(0);
+  } else if (nt == kTile) {  // full tile: no per-element bound test
+    for (int t = 0; t < kTile; ++t)
+      for (int k = 0; k < width; ++k) dst[k][t] = src[(n0 + t) * width + k];
+  } else {
+    for (int k = 0; k < width; ++k)
+      for (int t = 0; t < kTile; ++t) dst[k][t] = t < nt ? src[(n0 + t) * width + k] : T(0);
+  }
+}
+
+// kH > 0 fixes the hidden size at compile time (the common H = 10 of the UpdateRNN and QueryRNN), so that
+// the loops over hidden units unroll; kH = 0 reads it from p.
+template <int kH, typename T>
+inline int hidden_of(const LstmPtrs<T>& p) {
+  return kH > 0 ? kH : p.H;
+}
+
+template <typename T, int kH>
 inline void tile_forward(const LstmPtrs<T>& p, int64_t n0, int nt, TileState<T>& s) {
-  const int I = p.I, H = p.H;
-  for (int k = 0; k < I; ++k)
-    for (int t = 0; t < kTile; ++t) s.xs[k][t] = t < nt ? p.x[(n0 + t) * I + k] : T(0);
-  for (int k = 0; k < H; ++k)
-    for (int t = 0; t < kTile; ++t) {
-      s.hs[k][t] = t < nt ? p.h[(n0 + t) * H + k] : T(0);
-      s.cs[k][t] = t < nt ? p.c[(n0 + t) * H + k] : T(0);
-    }
+  const int I = p.I, H = hidden_of<kH>(p);
+  load_transposed(p.x, n0, nt, I, s.xs);
+  load_transposed(p.h, n0, nt, H, s.hs);
+  load_transposed(p.c, n0, nt, H, s.cs);
   // Four gates at a time (4H is a multiple of 4): each state row is loaded once per group, and the four
   // accumulators stay in registers.
   for (int g = 0; g < 4 * H; g += 4) {
@@ -160,13 +179,13 @@ inline void tile_forward(const LstmPtrs<T>& p, int64_t n0, int nt, TileState<T>&
              s.hn[u]);
 }
 
-template <typename T>
-void lstm_forward_range(const LstmPtrs<T>& p, T* y, T* h_new, T* c_new, int64_t begin, int64_t end) {
+template <typename T, int kH>
+void lstm_forward_range_h(const LstmPtrs<T>& p, T* y, T* h_new, T* c_new, int64_t begin, int64_t end) {
   TileState<T> s;
-  const int H = p.H, O = p.O;
+  const int H = hidden_of<kH>(p), O = p.O;
   for (int64_t n0 = begin; n0 < end; n0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, end - n0));
-    tile_forward(p, n0, nt, s);
+    tile_forward<T, kH>(p, n0, nt, s);
     for (int o = 0; o < O; ++o) {
       TileVec<T> acc = vbroadcast<T>(p.b_out ? p.b_out[o] : T(0));
       for (int k = 0; k < H; ++k) acc.fma(p.w_out[o * H + k], s.hn[k]);
@@ -195,13 +214,15 @@ struct LaneBuffer {
   int64_t size;
 };
 
-template <typename T>
-void lstm_backward_range(const LstmPtrs<T>& p, const LstmGradPtrs<T>& gp, double* wacc, int64_t begin,
-                         int64_t end) {
+template <typename T, int kH>
+void lstm_backward_range_h(const LstmPtrs<T>& p, const LstmGradPtrs<T>& gp, double* wacc, int64_t begin,
+                           int64_t end) {
   TileState<T> s;
   alignas(64) T gy[kMaxOutput][kTile];
   alignas(64) T da[4 * kMaxHidden][kTile];
-  const int I = p.I, H = p.H, O = p.O;
+  alignas(64) T dhs[kMaxHidden][kTile];  // incoming grad of h_new, then of h_new through the head too
+  alignas(64) T dcs[kMaxHidden][kTile];
+  const int I = p.I, H = hidden_of<kH>(p), O = p.O;
   // Per-lane weight-gradient accumulators for the whole range: one vector FMA per weight and tile, and a
   // single horizontal sum (into double) at the end instead of one per tile.
   LaneBuffer<T> lanes(weight_grad_size(I, H, O));
@@ -212,22 +233,19 @@ void lstm_backward_range(const LstmPtrs<T>& p, const LstmGradPtrs<T>& gp, double
   TileVec<T>* acc_bout = acc_wout + O * H;
   for (int64_t n0 = begin; n0 < end; n0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, end - n0));
-    tile_forward(p, n0, nt, s);
+    tile_forward<T, kH>(p, n0, nt, s);
     // Padding lanes get zero incoming gradients, hence zero gate gradients: they add nothing below.
-    for (int o = 0; o < O; ++o)
-      for (int t = 0; t < kTile; ++t) gy[o][t] = t < nt ? gp.grad_y[(n0 + t) * O + o] : T(0);
+    load_transposed(gp.grad_y, n0, nt, O, gy);
+    load_transposed(gp.grad_h_new, n0, nt, H, dhs);
+    load_transposed(gp.grad_c_new, n0, nt, H, dcs);
     for (int o = 0; o < O; ++o) {
       const TileVec<T> g = vload(gy[o]);
       acc_bout[o] += g;
       for (int k = 0; k < H; ++k) acc_wout[o * H + k].fma(g, s.hn[k]);
     }
     for (int u = 0; u < H; ++u) {
-      alignas(64) T dh[kTile];
-      alignas(64) T dc[kTile];
-      for (int t = 0; t < kTile; ++t) {
-        dh[t] = (gp.grad_h_new && t < nt) ? gp.grad_h_new[(n0 + t) * H + u] : T(0);
-        dc[t] = (gp.grad_c_new && t < nt) ? gp.grad_c_new[(n0 + t) * H + u] : T(0);
-      }
+      T* dh = dhs[u];
+      const T* dc = dcs[u];
       // dh_new = grad_h_new + w_out^T gy
       TileVec<T> dhv = vload(dh);
       for (int o = 0; o < O; ++o) dhv.fma(p.w_out[o * H + u], gy[o]);
@@ -262,6 +280,23 @@ void lstm_backward_range(const LstmPtrs<T>& p, const LstmGradPtrs<T>& gp, double
     for (int t = 0; t < kTile; ++t) sum += static_cast<double>(lanes.data[i][t]);
     wacc[i] += sum;
   }
+}
+
+template <typename T>
+void lstm_forward_range(const LstmPtrs<T>& p, T* y, T* h_new, T* c_new, int64_t begin, int64_t end) {
+  if (p.H == 10)
+    lstm_forward_range_h<T, 10>(p, y, h_new, c_new, begin, end);
+  else
+    lstm_forward_range_h<T, 0>(p, y, h_new, c_new, begin, end);
+}
+
+template <typename T>
+void lstm_backward_range(const LstmPtrs<T>& p, const LstmGradPtrs<T>& gp, double* wacc, int64_t begin,
+                         int64_t end) {
+  if (p.H == 10)
+    lstm_backward_range_h<T, 10>(p, gp, wacc, begin, end);
+  else
+    lstm_backward_range_h<T, 0>(p, gp, wacc, begin, end);
 }
 
 }  // namespace
