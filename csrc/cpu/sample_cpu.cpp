@@ -11,10 +11,11 @@
 namespace zol2l {
 namespace {
 
-// s_hat [B, d] in the op's dtype: sqrt(d) s / ||s|| where use_scale, else 1.
+// s_hat [B, d] in the op's dtype: sqrt(d) s / ||s|| where use_scale, else 1. Undefined without a scale: the
+// identity needs no [B, d] of ones and no multiply.
 at::Tensor normalized_scale(const at::Tensor& theta, const std::optional<at::Tensor>& scale,
                             const std::optional<at::Tensor>& use_scale) {
-  if (!scale) return at::ones_like(theta);
+  if (!scale) return at::Tensor();
   const double sqrt_d = std::sqrt(static_cast<double>(theta.size(1)));
   const at::Tensor norm = scale->norm(2, {1}, /*keepdim=*/true).clamp_min(1e-30);
   at::Tensor s_hat = *scale * (sqrt_d / norm);
@@ -40,13 +41,14 @@ std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, c
   AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "sample_queries_cpu", [&] {
     const auto fill = cpu_kernels<scalar_t>().fill_normals;
     const int64_t* pseed = seed.data_ptr<int64_t>();
-    const scalar_t *pth = theta.data_ptr<scalar_t>(), *ps = s_hat.data_ptr<scalar_t>();
+    const scalar_t* pth = theta.data_ptr<scalar_t>();
+    const scalar_t* ps = s_hat.defined() ? s_hat.data_ptr<scalar_t>() : nullptr;
     scalar_t *pu = u.data_ptr<scalar_t>(), *pp = points.data_ptr<scalar_t>();
     const scalar_t m = static_cast<scalar_t>(mu);
     const int64_t d = s.d, Q = s.q;
     // One work item per (problem, row): row 0 of points copies theta, row 1 + i holds direction i.
     at::parallel_for(0, s.B * (Q + 1), std::max<int64_t>(1, 4096 / std::max<int64_t>(d, 1)), [&](int64_t r0, int64_t r1) {
-      std::vector<scalar_t> z(static_cast<size_t>(d));
+      std::vector<scalar_t> z(ps == nullptr ? 0 : static_cast<size_t>(d));
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (Q + 1), row = r % (Q + 1);
         const scalar_t* th = pth + b * d;
@@ -56,14 +58,15 @@ std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, c
           continue;
         }
         const int64_t i = row - 1;
-        fill(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, z.data());
-        const scalar_t* sh = ps + b * d;
         scalar_t* out_u = pu + (b * Q + i) * d;
-        for (int64_t j = 0; j < d; ++j) {
-          const scalar_t uj = sh[j] * z[j];
-          out_u[j] = uj;
-          out_p[j] = th[j] + m * uj;
+        if (ps == nullptr) {  // identity scale: u = z, drawn straight into the output
+          fill(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, out_u);
+        } else {
+          fill(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, z.data());
+          const scalar_t* sh = ps + b * d;
+          for (int64_t j = 0; j < d; ++j) out_u[j] = sh[j] * z[j];
         }
+        for (int64_t j = 0; j < d; ++j) out_p[j] = th[j] + m * out_u[j];
       }
     });
   });
