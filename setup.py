@@ -99,7 +99,7 @@ setup(
     version="0.1.0",
     description="Learned zeroth-order optimizer (ZO-L2L) with fused C++/CUDA kernels for PyTorch",
     packages=find_packages(include=["zol2l_ext", "zol2l_ext.*"]),
-    package_data={"zol2l_ext": ["pretrained/*.pt"]},
+    package_data={"zol2l_ext": ["pretrained/*.pt", "tuned/*.json"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     python_requires=">=3.10",

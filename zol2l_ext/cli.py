@@ -6,6 +6,8 @@
                  [--target NAME|PATH]
     zol2l train-target ARCH DATASET [--epochs E] [--out PATH] [--data-root PATH]
     zol2l targets
+    zol2l tune TASK [--optimizers zo-sgd,zo-signsgd,zo-adam] [--trials N] [--steps T] [--seed S] [--device D]
+               [--data-root PATH] [--out PATH] [--ship]
 
 ``zol2l attack`` without a dataset runs the embedded default: scikit-learn's 8x8 digits, a small CNN trained on
 the fly (cached), a handful of images, ZO-SGD, ZO-signSGD and ZO-ADAM (plus ZO-LSTM where a pretrained
@@ -51,7 +53,13 @@ def _add_attack(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--out", default=None, help="output folder (default runs/attack-<dataset>-<time>)")
     p.add_argument("--lr", action="append", default=None, metavar="[NAME=]VALUE",
-                   help="learning rate override: VALUE for all optimizers or NAME=VALUE (repeatable)")
+                   help="learning rate override: VALUE for all optimizers or NAME=VALUE (repeatable); wins over "
+                        "--tuned")
+    p.add_argument("--tuned", default=None, metavar="PATH|TASK|none",
+                   help="take the baselines' tuned lr (and ZO-ADAM betas) from a `zol2l tune` JSON file or a task's "
+                        "shipped tuning (zol2l_ext/tuned/TASK.json); default: the dataset's task's shipped tuning "
+                        "where one exists (digits-attack, mnist-attack, cifar-attack), else attack.DEFAULT_LRS; "
+                        "'none': DEFAULT_LRS")
     p.add_argument("--budget", type=int, default=None, help="query budget per attack (stops a row there)")
     p.add_argument("--c", type=float, default=None, help="distortion weight (default 0.1; cifar10 0.25)")
     p.add_argument("--norm", choices=("l1", "l2"), default="l1", help="distortion penalty (default l1)")
@@ -99,6 +107,34 @@ def _add_targets(sub) -> None:
     p.set_defaults(func=cmd_targets)
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="tune the baselines' learning rates (and ZO-ADAM betas) on a task",
+                       description="DESIGN.md's protocol on the task's 'tune' part: delta over a coarse grid "
+                                   "{0.01, 0.1, 1, 10, 100, 1000}, ZO-ADAM's (beta1, beta2) pairs at the best coarse "
+                                   "delta, then the best delta times {1/3, 1/2, 2, 3}; the lowest mean final loss "
+                                   "wins (a diverging candidate scores +inf). Same start point and seed for every "
+                                   "candidate. Writes a JSON file and prints every candidate.")
+    p.add_argument("task", help="a task of zol2l_ext.tasks: digits-attack, mnist-attack, cifar-attack, binary")
+    p.add_argument("--optimizers", default="zo-sgd,zo-signsgd,zo-adam",
+                   help="comma-separated subset of zo-sgd,zo-signsgd,zo-adam (default all three)")
+    p.add_argument("--trials", type=int, default=2, help="copies of every tune item with other directions (default 2)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the task's horizon)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid", default=None, help="coarse deltas, comma-separated (default 0.01,0.1,1,10,100,1000)")
+    p.add_argument("--fine", default=None,
+                   help="factors of the best coarse delta, comma-separated, e.g. 0.3333,0.5,2,3 (default); '' for none")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--data-root", default=None, help=f"data folder for mnist/cifar tasks (else ${D.ENV_DATA})")
+    p.add_argument("--out", default=None, help="output JSON (default runs/tune-<task>.json)")
+    p.add_argument("--ship", action="store_true",
+                   help="also write zol2l_ext/tuned/<task>.json, the tuning `zol2l attack` uses by default")
+    p.add_argument("--no-batch", action="store_true",
+                   help="run every candidate alone (default: a stage's candidates as one batched problem)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zol2l", description="Learned zeroth-order optimization (ZO-L2L): "
                                                                "black-box attacks and target models.")
@@ -107,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack(sub)
     _add_train(sub)
     _add_targets(sub)
+    _add_tune(sub)
     return parser
 
 
@@ -157,6 +194,7 @@ def _attack(args) -> int:
         raise A.AttackSetupError(f"--lr for {', '.join(unknown)}, which does not run (running: "
                                  f"{', '.join(optimizers)})")
     lrs = {n: (per[n] if n in per else common) for n in optimizers if n in per or common is not None}
+    lrs, optimizer_kwargs, lr_source = _tuned_lrs(args, optimizers, lrs)
 
     out = args.out or os.path.join("runs", f"attack-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     dflt = A.DATASET_DEFAULTS[args.dataset]
@@ -171,7 +209,10 @@ def _attack(args) -> int:
                            trials=args.trials, seed=args.seed, device=device, lrs=lrs, c=args.c,
                            norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
                            chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
-                           target_name=aset.target.name, classes=aset.classes, progress=progress)
+                           target_name=aset.target.name, classes=aset.classes,
+                           optimizer_kwargs=optimizer_kwargs, progress=progress)
+    outcome.results["config"]["lr_source"] = lr_source
+    outcome.results["config"]["optimizer_kwargs"] = optimizer_kwargs
     outcome.results["config"]["positions"] = aset.positions
     outcome.results["config"]["target_source"] = aset.target.source
     outcome.results["config"]["wall_seconds_total"] = round(time.perf_counter() - t_start, 2)
@@ -180,6 +221,47 @@ def _attack(args) -> int:
     print(f"wrote {paths['results']}, {paths['loss_curves']}, {paths['adversarial_grid']} "
           f"({time.perf_counter() - t_start:.1f} s)")
     return 0
+
+
+def _tuned_lrs(args, optimizers, lrs):
+    """(lrs, optimizer_kwargs, lr_source) with --tuned (or the dataset's shipped tuning) applied under --lr."""
+    from . import attack as A
+    from . import tune as TU
+
+    table, source, tuned_task = TU.resolve_tuning(args.tuned, args.dataset)
+    if table is not None and TU.task_dataset(tuned_task) not in (None, args.dataset):
+        print(f"zol2l: note: the tuning {source} was made on task {tuned_task}, not on {args.dataset}",
+              file=sys.stderr)
+    lrs = dict(lrs)
+    kwargs: dict = {}
+    lr_source: dict = {}
+    for name in optimizers:
+        if name in lrs:
+            lr_source[name] = "--lr"
+        elif table is not None and name in table:
+            lrs[name] = table[name]["lr"]
+            lr_source[name] = source
+        elif name in ("zo-lstm", "zo-lstm-no-query", "zo-lstm-guided-es"):
+            lr_source[name] = "unused (learned update)"
+        elif A.DEFAULT_LRS.get(args.dataset, {}).get(name) is not None:
+            lr_source[name] = "attack.DEFAULT_LRS"
+        else:
+            lr_source[name] = "optimizer default"
+        if table is not None and name in table:
+            betas = {k: v for k, v in table[name].items() if k in ("beta1", "beta2")}
+            if betas:
+                kwargs[name] = betas
+    if table is not None:
+        parts = []
+        for n in optimizers:
+            bits = [f"lr {lrs[n]:g}"] if lr_source[n] == source else []
+            if n in kwargs:  # tuned betas apply even under an explicit --lr
+                bits.append(f"betas {kwargs[n].get('beta1', '-')}/{kwargs[n].get('beta2', '-')}")
+            if bits:
+                parts.append(f"{n} {' '.join(bits)}")
+        print(f"zol2l: learning rates from {source}: " + ("; ".join(parts) or "none of the running optimizers is "
+                                                                             "tuned there"), file=sys.stderr)
+    return lrs, kwargs, lr_source
 
 
 def _load_learned(spec: str | None, dataset: str):
@@ -220,6 +302,71 @@ def cmd_targets(args) -> int:
             found = [p for p in _own_target_candidates(spec.name) if os.path.isfile(p)]
             where = found[0] if found else f"not trained yet (zol2l train-target {spec.arch} {spec.dataset})"
         print(f"{spec.name:<16} {spec.dataset:<8} {spec.output:<8} {where}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    import torch
+
+    before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _tune(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _floats(spec: str | None, what: str) -> list | None:
+    if spec is None:
+        return None
+    try:
+        return [_fraction(v) for v in spec.split(",") if v.strip()]
+    except ValueError as e:
+        raise ValueError(f"bad --{what} {spec!r}: use comma-separated numbers") from e
+
+
+def _fraction(v: str) -> float:
+    """'0.5', '1e3' or '1/3'."""
+    v = v.strip()
+    if "/" in v:
+        a, b = v.split("/", 1)
+        return float(a) / float(b)
+    return float(v)
+
+
+def _tune(args) -> int:
+    from . import attack as A
+    from . import tune as TU
+
+    t_start = time.perf_counter()
+    device = A.resolve_device(args.device)
+    optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
+    grid = _floats(args.grid, "grid")
+    fine = _floats(args.fine, "fine")
+    kw = {}
+    if grid is not None:
+        kw["grid"] = grid
+    if fine is not None:
+        kw["fine"] = fine
+    print(f"zol2l tune {args.task}: optimizers {', '.join(optimizers)}, trials {args.trials}, device {device}",
+          file=sys.stderr)
+    result = TU.tune_baselines(args.task, optimizers=optimizers, trials=args.trials, steps=args.steps,
+                               seed=args.seed, device=device, data_root=args.data_root,
+                               progress=not args.no_progress, batch=not args.no_batch, **kw)
+    argv = ["zol2l", "tune", args.task, "--optimizers", ",".join(optimizers), "--trials", str(args.trials)]
+    for flag, val in (("--steps", args.steps), ("--seed", args.seed), ("--grid", args.grid), ("--fine", args.fine)):
+        if val is not None:
+            argv += [flag, str(val)]
+    result["command"] = " ".join(argv)
+    out = args.out or os.path.join("runs", f"tune-{args.task}.json")
+    TU.save_tuning(result, out)
+    print(TU.format_tuning(result))
+    print(f"wrote {out}", end="")
+    if args.ship:
+        shipped = TU.save_tuning(result, TU.shipped_path(args.task))
+        print(f" and {shipped}", end="")
+    print(f" ({time.perf_counter() - t_start:.1f} s)")
     return 0
 
 
