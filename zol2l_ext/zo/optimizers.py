@@ -382,6 +382,11 @@ class ZOLSTM(ZOOptimizer):
             raise TypeError(f"{self.name}: model must be a LearnedZO, got {type(model).__name__}")
         self.model = model
 
+    @classmethod
+    def pretrained(cls, name: str, **kwargs) -> "ZOLSTM":
+        """This optimizer with the shipped weights ``zol2l_ext/pretrained/<name>.pt`` (e.g. "mnist-attack")."""
+        return cls(pretrained=name, **kwargs)
+
     def _validate(self):
         super()._validate()
         if not (0.0 <= self.query_prob <= 1.0):

@@ -322,6 +322,11 @@ class AttackProblem(BlackBoxProblem):
         theta = self._check_theta(theta)
         return self._loss(theta.unsqueeze(1), no_grad=False).squeeze(1)
 
+    def differentiable_values(self, points: Tensor, seed: Optional[Tensor] = None) -> Tensor:
+        """Like ``problem(points)`` [B, Q] but with autograd through the model (first-order meta-training only)."""
+        self._check_points(points)
+        return self._loss(points, no_grad=False)
+
     def success(self, theta: Tensor) -> Tensor:
         """bool [B]: the model's label of x(theta) differs from t0 (targeted: equals the target)."""
         theta = self._check_theta(theta)
@@ -450,6 +455,11 @@ class BinaryClassificationProblem(BlackBoxProblem):
         yb = self.y.gather(1, idx)
         return self._loss(points, Xb, yb)
 
+    def differentiable_values(self, points: Tensor, seed: Optional[Tensor] = None) -> Tensor:
+        """``problem(points, seed)`` with autograd kept (it is plain torch): first-order meta-training."""
+        with torch.enable_grad():
+            return self(points, seed)
+
     def full_loss(self, theta: Tensor) -> Tensor:
         """Loss [B] of theta [B, d] on all n samples of each dataset."""
         if theta.shape != (self.batch, self.dim):
@@ -531,6 +541,11 @@ class CallableProblem(BlackBoxProblem):
         if self.stochastic and seed is not None:
             return self.fn(*args, seed=seed)
         return self.fn(*args)
+
+    def differentiable_values(self, points: Tensor, seed: Optional[Tensor] = None) -> Tensor:
+        """``problem(points, seed)`` with autograd on: first-order meta-training of a differentiable ``fn``."""
+        with torch.enable_grad():
+            return self(points, seed)
 
     def success(self, theta: Tensor) -> Tensor:  # noqa: F811 - hidden per instance when not given
         if self.per_row:

@@ -1,0 +1,140 @@
+"""``zol2l train``: meta-train the learned ZO optimizer on a task (see zo.meta_trainer for the method)."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+
+from . import data as D
+
+# Default meta-batch per stage: stage 2 differentiates the black box at all B x (q + 1) query points (first-order
+# mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
+DEFAULT_BATCH = {1: 10, 2: 2}
+
+
+def add_parser(sub) -> None:
+    from .tasks import TASK_NAMES
+
+    p = sub.add_parser("train", help="meta-train the learned optimizer (ZO-LSTM) on a task",
+                       description="Truncated-BPTT meta-training of the UpdateRNN (stage 1) or the QueryRNN "
+                                   "(stage 2, UpdateRNN frozen) on a task's training problems; keeps the best "
+                                   "weights by the mean final loss on held-out problems. Writes checkpoint.pt "
+                                   "(resumable), best.pt, log.json, log.csv and curves.png into --out.")
+    p.add_argument("task", choices=TASK_NAMES)
+    p.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    p.add_argument("--grad-mode", choices=("first-order", "zeroth-order"), default="first-order",
+                   help="optimizee gradient of the meta-loss: autograd through the black box (training only) or "
+                        "coordinatewise central differences (eq. 5)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--updates-per-epoch", type=int, default=5)
+    p.add_argument("--batch", type=int, default=None, help="problems per meta-batch (default 10; stage 2: 2)")
+    p.add_argument("--horizon", type=int, default=None, help="steps per trajectory (default: the task's)")
+    p.add_argument("--unroll", type=int, default=None, help="truncated-BPTT window (default 20)")
+    p.add_argument("--q", type=int, default=None, help="query directions per step (default: the task's)")
+    p.add_argument("--mu", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 stage 1, 5e-3 stage 2)")
+    p.add_argument("--lam", type=float, default=0.005, help="eq. 4's lambda (stage 2)")
+    p.add_argument("--clip", type=float, default=1.0, help="meta-gradient clipped to [-clip, clip]")
+    p.add_argument("--objective", choices=("eq4", "reference"), default="eq4")
+    p.add_argument("--zo-mu", type=float, default=1e-3, help="central-difference radius (zeroth-order mode)")
+    p.add_argument("--zo-chunk", type=int, default=None, help="coordinates per call of the central differences")
+    p.add_argument("--val-trials", type=int, default=1)
+    p.add_argument("--val-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None,
+                   help="start from these weights: a pretrained name or a .pt path (stage 2: the stage-1 best.pt)")
+    p.add_argument("--update-scale", type=float, default=1.0,
+                   help="multiply the UpdateRNN output by ALPHA at the start (transfer to another task), baked "
+                        "into its head so that the saved weights carry it")
+    p.add_argument("--out", default=None, help="output folder (default runs/train-<task>-stage<k>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when it exists")
+    p.add_argument("--export", default=None, metavar="NAME",
+                   help="write the best weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
+    p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
+def _load_init(spec: str):
+    from .zo.lstm_optimizer import LearnedZO
+
+    if os.path.sep in spec or spec.endswith(".pt"):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"--init {spec!r}: no such file")
+        return LearnedZO.load(spec)
+    return LearnedZO.pretrained(spec)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from . import tasks as T
+    from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
+    from .zo.meta_trainer import MetaTrainConfig, MetaTrainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = T.get_task(args.task)
+    cfg = MetaTrainConfig(
+        task=spec.name, stage=args.stage, grad_mode=args.grad_mode, epochs=args.epochs,
+        updates_per_epoch=args.updates_per_epoch, batch=args.batch or DEFAULT_BATCH[args.stage],
+        horizon=args.horizon or spec.horizon, unroll=args.unroll or spec.unroll, q=args.q or spec.q,
+        mu=args.mu or spec.mu, lam=args.lam, clip=args.clip, objective=args.objective, zo_mu=args.zo_mu,
+        zo_chunk=args.zo_chunk, val_steps=args.val_steps, val_trials=args.val_trials, seed=args.seed)
+    if args.lr is not None:
+        if args.stage == 1:
+            cfg.lr_update = args.lr
+        else:
+            cfg.lr_query = args.lr
+    cfg.validate()
+    command = "zol2l train " + " ".join(shlex.quote(a) for a in args.argv)
+    commands = [command]
+    model = None
+    if args.init:
+        model = _load_init(args.init)
+        commands = list(getattr(model, "meta", {}).get("commands", [])) + commands
+    elif args.stage == 2:
+        print("zol2l train: stage 2 without --init trains the QueryRNN next to an untrained UpdateRNN "
+              "(pass the stage-1 best.pt)", file=sys.stderr)
+    if model is None:
+        model = LearnedZO()
+    if args.update_scale != 1.0:
+        with torch.no_grad():
+            model.update.lstm.w_out.mul_(args.update_scale)
+    out = args.out or os.path.join("runs", f"train-{spec.name}-stage{args.stage}")
+    device = torch.device(args.device)
+    train = T.load_task(spec, "train", data_root=args.data_root, device=device)
+    val = T.load_task(spec, "val", data_root=args.data_root, device=device)
+    meta = {"commands": commands, "update_scale_applied": float(args.update_scale),
+            "init": args.init or "", "task": spec.name}
+    trainer = MetaTrainer(cfg, train, val, model=model, out_dir=out, device=device,
+                          progress=not args.no_progress, meta=meta)
+    ck = os.path.join(out, "checkpoint.pt")
+    if args.resume and os.path.isfile(ck):
+        trainer.load_checkpoint(ck)
+        print(f"zol2l train: resumed from {ck} at update {trainer.update_count}", file=sys.stderr)
+    elif os.path.isfile(ck) and not args.resume:
+        print(f"zol2l train: {ck} exists; starting afresh over it (pass --resume to continue it)",
+              file=sys.stderr)
+    print(f"zol2l train: {spec.name} stage {cfg.stage} ({cfg.grad_mode}), {len(train)} training problems, "
+          f"batch {cfg.batch}, {cfg.epochs} x {cfg.updates_per_epoch} updates of {cfg.horizon} steps "
+          f"(unroll {cfg.unroll}), q={cfg.q}; held-out: {len(val)} problems -> {out}", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\nzol2l train: interrupted; {ck} holds the last finished update ({trainer.update_count}); "
+              f"rerun with --resume to continue", file=sys.stderr)
+        return 130
+    best = trainer.best
+    print(f"zol2l train: done in {time.perf_counter() - t0:.1f} s; best held-out mean final loss "
+          f"{best.get('val_final_loss'):.4g} at epoch {best.get('epoch')}; weights {os.path.join(out, 'best.pt')}")
+    if args.export:
+        path = PRETRAINED_DIR / f"{args.export}.pt"
+        best_model = trainer.best_model()
+        best_model.save(path, meta=dict(best_model.meta, name=args.export))
+        print(f"zol2l train: exported {path}")
+    return 0

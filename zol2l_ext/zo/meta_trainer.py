@@ -1,0 +1,446 @@
+"""Meta-training of the learned ZO optimizer (paper Sec. 3; DESIGN.md "Training").
+
+One *update* of the meta-optimizer's schedule = one trajectory of ``horizon`` optimizer steps on a meta-batch
+of B problems (B images attacked at once, each with its own coordinatewise LSTM states), cut into windows of
+``unroll`` steps (truncated BPTT): after each window the meta-loss is backpropagated, the meta-gradient is
+clipped elementwise to [-clip, clip] and Adam steps; then the iterate and the LSTM states are detached and the
+trajectory goes on.
+
+Meta-loss of a window (eq. 4): ``sum_t w_t mean_b f_b(theta_t) + sum_t mean_b lambda ||s_t - 1||^2`` with
+``w_t = t`` (t the step number within the horizon, 1-based) and the regulariser only where the QueryRNN runs.
+``objective="reference"`` uses the reference code's ``t (f(theta_t) - f(theta_{t-1}))`` instead, the earlier
+value detached (we take f(theta_{t-1}) from the same step's query of theta, so both values share a minibatch on
+stochastic problems). Eq. 4 is the default because it is the paper's objective; the reference form rewards the
+decrease per step and is offered for comparison.
+
+Stages: stage 1 trains the UpdateRNN with standard Gaussian directions (no QueryRNN); stage 2 freezes the
+UpdateRNN and trains the QueryRNN (always used during training: Bernoulli p = 1), the meta-gradient reaching
+the scale s through the reparameterised directions u = s_hat * z (``ops.sample_queries``' backward) and through
+the values f(theta + mu u) in first-order mode.
+
+Gradient flow and the optimizee's gradient (DESIGN.md's two modes):
+* The estimator's inputs are detached from theta (the points are built from ``theta.detach()``, the value
+  f(theta) enters the estimate detached), as in Andrychowicz et al.: the meta-gradient flows from
+  f(theta_t) back through theta_t = theta_{t-1} + Delta theta_t into the UpdateRNN, not through the
+  second-order dependence of the estimate on theta. (The reference code differentiates the float64 finite
+  differences with respect to theta as well, which for a ReLU network is a noisy Hessian estimate.)
+* ``grad_mode="first-order"``: f(theta_t) of the meta-loss is ``problem.differentiable_values`` (autograd
+  through the black box: training time only); in stage 2 the query values f(theta + mu u) are differentiable
+  too, so the meta-gradient sees how the values move with the directions.
+* ``grad_mode="zeroth-order"``: f(theta_t) is `estimator.zo_objective`, whose backward is the coordinatewise
+  central differences of eq. 5 (2d queries, in chunks of ``zo_chunk`` coordinates); the query values are
+  constants and the meta-gradient reaches s only through the u factor of the estimate.
+
+Checkpoints (``torch.save``, loaded with ``weights_only=True``) hold the learned weights, the Adam state, the
+problem sampler's RNG state, the counters, the log and the best weights so far (by the mean final loss on the
+held-out problems, run as at test time: ZO-LSTM with the Bernoulli p of the config). A checkpoint is written
+after every update, so an interrupted run resumes from the last finished update with the same next step.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Dict, List, Optional, Protocol
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from .estimator import evaluate, zo_objective
+from .lstm_optimizer import LearnedZO, QueryRNN
+from .seeding import SALT_DATA, derive, splitmix64_int, step_seeds
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+__all__ = ["MetaTrainConfig", "MetaTrainer", "ProblemSet", "meta_step", "init_meta_state", "CHECKPOINT_FORMAT",
+           "evaluate_learned"]
+
+CHECKPOINT_FORMAT = "zol2l-metatrain-v1"
+GRAD_MODES = ("first-order", "zeroth-order")
+OBJECTIVES = ("eq4", "reference")
+
+
+class ProblemSet(Protocol):
+    """Where meta-batches come from: ``len(ps)`` items, ``ps.make(rows, repeat=1)`` one batched problem."""
+
+    def __len__(self) -> int: ...
+
+    def make(self, rows, repeat: int = 1): ...
+
+
+@dataclass
+class MetaTrainConfig:
+    task: str = "custom"
+    stage: int = 1
+    grad_mode: str = "first-order"
+    epochs: int = 10
+    updates_per_epoch: int = 10
+    batch: int = 10  # problems per meta-batch
+    horizon: int = 200
+    unroll: int = 20
+    q: int = 20
+    mu: float = 0.005
+    lr_update: float = 1e-3  # Adam, stage 1 (the reference code's value)
+    lr_query: float = 5e-3  # Adam, stage 2
+    lam: float = 0.005  # eq. 4's lambda
+    clip: float = 1.0  # meta-gradient clipped elementwise to [-clip, clip]
+    objective: str = "eq4"
+    zo_mu: float = 1e-3  # central-difference radius of the zeroth-order mode
+    zo_chunk: Optional[int] = None  # coordinates per black-box call of the central differences (None: all d)
+    val_steps: Optional[int] = None  # steps of the held-out evaluation (default: horizon)
+    val_trials: int = 1
+    query_prob: float = 0.5  # Bernoulli p of the QueryRNN in the held-out evaluation (stage 2)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.grad_mode not in GRAD_MODES:
+            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for k in ("epochs", "updates_per_epoch", "batch", "horizon", "unroll", "q", "val_trials"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.horizon % self.unroll:
+            raise ValueError(f"horizon ({self.horizon}) must be a multiple of unroll ({self.unroll})")
+        for k in ("mu", "lr_update", "lr_query", "clip", "zo_mu"):
+            v = float(getattr(self, k))
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{k} must be > 0, got {v}")
+        if not self.lam >= 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if not 0.0 <= self.query_prob <= 1.0:
+            raise ValueError(f"query_prob must lie in [0, 1], got {self.query_prob}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "MetaTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ------------------------------------------------------------------------------------------- one meta-step
+def init_meta_state(model: LearnedZO, theta: Tensor, use_query: bool) -> Dict[str, Tensor]:
+    B, d = theta.shape
+    st: Dict[str, Tensor] = {}
+    st["h_update"], st["c_update"] = model.update.init_state(B, d, theta.device, theta.dtype)
+    if use_query:
+        st["h_query"], st["c_query"] = model.query.init_state(B, d, theta.device, theta.dtype)
+        st["g_prev"] = torch.zeros_like(theta)
+        st["dtheta_prev"] = torch.zeros_like(theta)
+    return st
+
+
+def _values(problem, points: Tensor, seeds: Tensor, differentiable: bool) -> Tensor:
+    if not differentiable:
+        with torch.no_grad():
+            return evaluate(problem, points, seeds)
+    key = derive(seeds, SALT_DATA) if getattr(problem, "stochastic", False) else None
+    fn = getattr(problem, "differentiable_values", None)
+    if fn is None:
+        raise TypeError(f"first-order meta-training needs problem.differentiable_values(points, seed); "
+                        f"{type(problem).__name__} has none (use grad_mode='zeroth-order')")
+    return fn(points, key)
+
+
+def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], seeds: Tensor, *, q: int,
+              mu: float, use_query: bool, grad_mode: str = "first-order", lam: float = 0.005,
+              zo_mu: float = 1e-3, zo_chunk: Optional[int] = None):
+    """One differentiable step of the learned optimizer on B problems.
+
+    Returns ``(theta_new, state_new, f_new [B] (differentiable), reg [B] or None, f0 [B] (detached))``:
+    f_new = f(theta_new) for the meta-loss, reg = lambda ||s - 1||^2, f0 = f(theta) read from the step's query.
+    """
+    reg, scale = None, None
+    new: Dict[str, Tensor] = {}
+    if use_query:
+        s, (new["h_query"], new["c_query"]) = model.query(st["g_prev"], st["dtheta_prev"],
+                                                          (st["h_query"], st["c_query"]))
+        reg = QueryRNN.regularizer(s, lam)
+        scale = s.abs()
+    u, points = ops.sample_queries(theta.detach(), q, mu, scale=scale, seed=seeds)
+    differentiable = grad_mode == "first-order" and scale is not None and scale.requires_grad
+    values = _values(problem, points, seeds, differentiable)
+    f0 = values[:, 0].detach()
+    g = ops.fd_gradient(f0, values[:, 1:], u, mu)
+    delta, (new["h_update"], new["c_update"]) = model.update(g, (st["h_update"], st["c_update"]))
+    theta_new = theta + delta
+    if grad_mode == "first-order":
+        f_new = _values(problem, theta_new.unsqueeze(1), seeds, True).squeeze(1)
+    else:
+        f_new = zo_objective(problem, theta_new, zo_mu, zo_chunk, seeds)
+    if use_query:  # the QueryRNN's next inputs, detached as in the reference code
+        new["g_prev"] = g.detach()
+        new["dtheta_prev"] = delta.detach()
+    return theta_new, new, f_new, reg, f0
+
+
+def _detach(st: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    return {k: v.detach() for k, v in st.items()}
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, use_query: bool,
+                     query_prob: float = 0.5, seed: int = 0) -> Dict[str, Any]:
+    """Run ZO-LSTM (test-time behaviour, no gradients) and return mean final loss, loss curve and success."""
+    from .optimizers import ZOLSTM
+    from .runner import minimize
+
+    opt = ZOLSTM(model, q=q, mu=mu, use_query=use_query, query_prob=query_prob)
+    res = minimize(opt, problem, steps, seed=seed, progress=False, nan_policy="fail")
+    final = res.final_loss.double()
+    out: Dict[str, Any] = {
+        "final_loss": float(final.mean()) if torch.isfinite(final).all() else float("inf"),
+        "curve": [float(v) for v in torch.nan_to_num(res.loss.double(), nan=float("inf")).mean(1)],
+    }
+    if res.has_success:
+        out["success"] = float(res.success.double().mean())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+class MetaTrainer:
+    """Trains ``model`` (a `LearnedZO`) on ``train`` problems, keeping the best weights on ``val`` problems.
+
+    ``train`` / ``val``: `ProblemSet` s (e.g. `zol2l_ext.tasks.TaskData`). ``out_dir``: where ``checkpoint.pt``
+    (everything to resume), ``best.pt`` (the best LearnedZO, loadable with ``LearnedZO.load``), ``log.json``,
+    ``log.csv`` and ``curves.png`` go (None: nothing written). ``meta``: extra entries for the saved weights
+    (e.g. the command that regenerates them).
+    """
+
+    def __init__(self, cfg: MetaTrainConfig, train: ProblemSet, val: Optional[ProblemSet] = None,
+                 model: Optional[LearnedZO] = None, out_dir: Optional[str] = None, device="cpu",
+                 progress: bool = True, meta: Optional[Dict[str, Any]] = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.train_set, self.val_set = train, val
+        self.device = torch.device(device)
+        self.model = (model if model is not None else LearnedZO()).to(self.device)
+        self.out_dir = out_dir
+        self.progress = progress
+        self.meta = dict(meta or {})
+        self.use_query = cfg.stage == 2
+        trainable = self.model.query if self.use_query else self.model.update
+        frozen = self.model.update if self.use_query else self.model.query
+        frozen.requires_grad_(False)
+        trainable.requires_grad_(True)
+        self.params = [p for p in trainable.parameters()]
+        lr = cfg.lr_query if self.use_query else cfg.lr_update
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.sampler = torch.Generator().manual_seed(splitmix64_int(cfg.seed) & ((1 << 62) - 1))
+        self.update_count = 0
+        self.history: Dict[str, List[Dict[str, Any]]] = {"updates": [], "epochs": []}
+        self.best: Dict[str, Any] = {"val_final_loss": float("inf"), "epoch": -1}
+        self.best_state = self.model.to_dict()
+        self._val_problem = None
+
+    # -- one update -----------------------------------------------------------------------------------
+    def _rows(self) -> List[int]:
+        n = len(self.train_set)
+        if self.cfg.batch >= n:
+            return list(range(n))
+        return torch.randperm(n, generator=self.sampler)[: self.cfg.batch].tolist()
+
+    def train_update(self) -> Dict[str, Any]:
+        """One trajectory of ``horizon`` steps on a fresh meta-batch, horizon / unroll Adam steps."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rows = self._rows()
+        problem = self.train_set.make(rows)
+        theta = problem.initial_point().to(self.device)
+        B = theta.shape[0]
+        pids = torch.arange(B, dtype=torch.int64, device=self.device)
+        run_seed = splitmix64_int(cfg.seed * 1_000_003 + self.update_count) & ((1 << 62) - 1)
+        st = init_meta_state(self.model, theta, self.use_query)
+        meta_losses, skipped, first_f, last_f = [], 0, None, None
+        for k in range(cfg.horizon // cfg.unroll):
+            loss = theta.new_zeros(())
+            for j in range(cfg.unroll):
+                t = k * cfg.unroll + j + 1
+                seeds = step_seeds(run_seed, pids, t - 1)
+                theta, st, f_new, reg, f0 = meta_step(
+                    self.model, problem, theta, st, seeds, q=cfg.q, mu=cfg.mu, use_query=self.use_query,
+                    grad_mode=cfg.grad_mode, lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk)
+                if first_f is None:
+                    first_f = f0.mean().item()
+                if cfg.objective == "eq4":
+                    loss = loss + t * f_new.mean()
+                else:
+                    loss = loss + t * (f_new - f0).mean()
+                if reg is not None:
+                    loss = loss + reg.mean()
+                last_f = f_new.detach()
+            self.opt.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.params)
+            else:
+                grads_ok = False
+            if grads_ok:
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.clamp_(-cfg.clip, cfg.clip)
+                self.opt.step()
+                meta_losses.append(loss.item())
+            else:  # a non-finite meta-loss or gradient: skip this window's Adam step, keep going
+                skipped += 1
+                self.opt.zero_grad(set_to_none=True)
+            theta = theta.detach()
+            st = _detach(st)
+            if not torch.isfinite(theta).all():
+                break
+        self.update_count += 1
+        final = float(last_f.mean()) if last_f is not None else float("nan")
+        row = {
+            "update": self.update_count,
+            "meta_loss": float(sum(meta_losses) / len(meta_losses)) if meta_losses else float("nan"),
+            "initial_loss": first_f,
+            "final_loss": final,
+            "loss_ratio": final / first_f if first_f not in (None, 0.0) else float("nan"),
+            "skipped_windows": skipped,
+            "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+        return row
+
+    # -- held-out evaluation ----------------------------------------------------------------------------
+    def validate(self) -> Dict[str, Any]:
+        if self.val_set is None:
+            return {}
+        cfg = self.cfg
+        if self._val_problem is None:
+            self._val_problem = self.val_set.make(None, repeat=cfg.val_trials)
+        with torch.no_grad():
+            res = evaluate_learned(self.model, self._val_problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
+                                   self.use_query, cfg.query_prob, seed=cfg.seed + 7919)
+        return res
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "model": self.model.to_dict(self.meta),
+            "optimizer": self.opt.state_dict(),
+            "rng": {"sampler": self.sampler.get_state(), "torch": torch.get_rng_state()},
+            "update_count": self.update_count,
+            "history": self.history,
+            "best": self.best,
+            "best_model": self.best_state,
+        }
+
+    def save_checkpoint(self, path: Optional[str] = None) -> Optional[str]:
+        path = path or (os.path.join(self.out_dir, "checkpoint.pt") if self.out_dir else None)
+        if path is None:
+            return None
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self, path_or_state) -> None:
+        """Restore everything from a checkpoint of a run with the same task, stage and mode."""
+        ck = path_or_state
+        if not isinstance(ck, dict):
+            ck = torch.load(path_or_state, map_location="cpu", weights_only=True)
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a meta-training checkpoint (format {ck.get('format')!r})")
+        old = ck["config"]
+        for k in ("task", "stage", "grad_mode", "q", "horizon", "unroll", "objective"):
+            if old.get(k) != getattr(self.cfg, k):
+                raise ValueError(f"checkpoint was trained with {k}={old.get(k)!r}, this run has "
+                                 f"{k}={getattr(self.cfg, k)!r}: resume with the same settings")
+        loaded = LearnedZO.from_dict(ck["model"])
+        self.model.load_state_dict(loaded.to(self.device).state_dict())
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sampler.set_state(ck["rng"]["sampler"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        self.update_count = int(ck["update_count"])
+        self.history = ck["history"]
+        self.best = ck["best"]
+        self.best_state = ck["best_model"]
+
+    def best_model(self) -> LearnedZO:
+        return LearnedZO.from_dict(self.best_state)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def fit(self, on_epoch: Optional[Callable[["MetaTrainer"], None]] = None) -> Dict[str, Any]:
+        """Train up to ``epochs`` x ``updates_per_epoch`` updates (continuing from a loaded checkpoint)."""
+        cfg = self.cfg
+        total = cfg.epochs * cfg.updates_per_epoch
+        bar = None
+        if self.progress and tqdm is not None:
+            bar = tqdm(total=total, initial=self.update_count, desc=f"train {cfg.task} stage {cfg.stage}",
+                       unit="update", dynamic_ncols=True)
+        try:
+            while self.update_count < total:
+                row = self.train_update()
+                row["epoch"] = (self.update_count - 1) // cfg.updates_per_epoch + 1
+                self.history["updates"].append(row)
+                if self.update_count % cfg.updates_per_epoch == 0:
+                    self._end_epoch(row["epoch"])
+                    if on_epoch is not None:
+                        on_epoch(self)
+                self.save_checkpoint()
+                if bar is not None:
+                    bar.update(1)
+                    post = {"meta": f"{row['meta_loss']:.3g}", "ratio": f"{row['loss_ratio']:.3f}"}
+                    if self.history["epochs"]:
+                        post["val"] = f"{self.history['epochs'][-1].get('val_final_loss', float('nan')):.4g}"
+                    bar.set_postfix(post)
+        finally:
+            if bar is not None:
+                bar.close()
+        return {"best": self.best, "history": self.history}
+
+    def _end_epoch(self, epoch: int) -> None:
+        ups = [r for r in self.history["updates"] if r["epoch"] == epoch]
+        row: Dict[str, Any] = {
+            "epoch": epoch,
+            "meta_loss": _mean([r["meta_loss"] for r in ups]),
+            "train_final_loss": _mean([r["final_loss"] for r in ups]),
+            "train_loss_ratio": _mean([r["loss_ratio"] for r in ups]),
+            "seconds": round(sum(r["seconds"] for r in ups), 3),
+        }
+        val = self.validate()
+        if val:
+            row["val_final_loss"] = val["final_loss"]
+            if "success" in val:
+                row["val_success"] = val["success"]
+            if val["final_loss"] < self.best["val_final_loss"]:
+                self.best = {"val_final_loss": val["final_loss"], "epoch": epoch, "val_curve": val["curve"]}
+                self.best_state = self.model.to_dict(dict(self.meta, **self._best_meta(epoch, val)))
+        else:  # no held-out set: the last epoch is the best
+            self.best = {"val_final_loss": float("nan"), "epoch": epoch}
+            self.best_state = self.model.to_dict(dict(self.meta, **self._best_meta(epoch, {})))
+        self.history["epochs"].append(row)
+        if self.out_dir:
+            from .meta_logs import write_logs
+
+            os.makedirs(self.out_dir, exist_ok=True)
+            torch.save(self.best_state, os.path.join(self.out_dir, "best.pt"))
+            write_logs(self.out_dir, self.history, self.best, self.cfg.to_dict())
+
+    def _best_meta(self, epoch: int, val: Dict[str, Any]) -> Dict[str, Any]:
+        m = {"task": self.cfg.task, "stage": self.cfg.stage, "grad_mode": self.cfg.grad_mode, "epoch": epoch,
+             "updates": self.update_count, "q": self.cfg.q, "mu": self.cfg.mu, "horizon": self.cfg.horizon,
+             "torch": str(torch.__version__)}
+        if val:
+            m["val_final_loss"] = val["final_loss"]
+            if "success" in val:
+                m["val_success"] = val["success"]
+        return m
+
+
+def _mean(xs) -> float:
+    xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return sum(xs) / len(xs) if xs else float("nan")
