@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_targets(sub)
     _add_tune(sub)
+    from .train_cli import add_parser as _add_meta_train
+
+    _add_meta_train(sub)
     return parser
 
 
@@ -372,7 +375,9 @@ def _tune(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]  # the subcommand's own arguments (zol2l train records the command that ran)
     from .attack import AttackSetupError
     from .models import ModelOutputError
 
