@@ -204,7 +204,7 @@ def test_cli_train_binary_then_resume_and_export(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "resumed" in err
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ck["update_count"] == 2 and len(ck["history"]["epochs"]) == 2
+    assert ck["update_count"] == 2 and [r["epoch"] for r in ck["history"]["epochs"]] == [0, 1, 2]
     model = LearnedZO.load(tmp_path / "pretrained" / "tiny.pt")
     assert model.meta["commands"][-1].startswith("zol2l train binary") and "--resume" in model.meta["commands"][-1]
     assert model.meta["name"] == "tiny"

@@ -11,6 +11,31 @@ from . import data as D
 # Default meta-batch per stage: stage 2 differentiates the black box at all B x (q + 1) query points (first-order
 # mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
 DEFAULT_BATCH = {1: 10, 2: 2}
+# The transfer factor alpha (DESIGN.md: "scale the UpdateRNN output by a factor alpha tuned on that task").
+ALPHA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -> tuple[float, dict]:
+    """The alpha of ``grid`` whose scaled UpdateRNN has the lowest mean final loss on ``val`` (test-time run)."""
+    import copy
+
+    import torch
+
+    from .zo.meta_trainer import evaluate_learned
+
+    problem = val.make(None, repeat=cfg.val_trials)
+    scores = {}
+    for a in grid:
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            m.update.lstm.w_out.mul_(a)
+        scores[a] = evaluate_learned(m, problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
+                                     use_query=cfg.stage == 2, query_prob=cfg.query_prob,
+                                     seed=cfg.seed + 7919)["final_loss"]
+        if progress:
+            print(f"zol2l train: alpha {a:g}: held-out mean final loss {scores[a]:.4g}", file=sys.stderr)
+    best = min(scores, key=lambda a: scores[a])
+    return best, scores
 
 
 def add_parser(sub) -> None:
@@ -44,9 +69,11 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None,
                    help="start from these weights: a pretrained name or a .pt path (stage 2: the stage-1 best.pt)")
-    p.add_argument("--update-scale", type=float, default=1.0,
+    p.add_argument("--update-scale", default="1",
                    help="multiply the UpdateRNN output by ALPHA at the start (transfer to another task), baked "
-                        "into its head so that the saved weights carry it")
+                        "into its head so that the saved weights carry it; 'auto' picks ALPHA from "
+                        f"{{{', '.join(f'{a:g}' for a in ALPHA_GRID)}}} by the mean final loss of the --init "
+                        "weights on the held-out problems")
     p.add_argument("--out", default=None, help="output folder (default runs/train-<task>-stage<k>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when it exists")
     p.add_argument("--export", default=None, metavar="NAME",
@@ -101,19 +128,32 @@ def cmd_train(args) -> int:
               "(pass the stage-1 best.pt)", file=sys.stderr)
     if model is None:
         model = LearnedZO()
-    if args.update_scale != 1.0:
-        with torch.no_grad():
-            model.update.lstm.w_out.mul_(args.update_scale)
     out = args.out or os.path.join("runs", f"train-{spec.name}-stage{args.stage}")
     device = torch.device(args.device)
     train = T.load_task(spec, "train", data_root=args.data_root, device=device)
     val = T.load_task(spec, "val", data_root=args.data_root, device=device)
-    meta = {"commands": commands, "update_scale_applied": float(args.update_scale),
-            "init": args.init or "", "task": spec.name}
+    meta = {"commands": commands, "init": args.init or "", "task": spec.name}
+    resuming = args.resume and os.path.isfile(os.path.join(out, "checkpoint.pt"))
+    if str(args.update_scale).lower() == "auto":
+        if resuming:
+            alpha = 1.0  # the checkpoint's weights already carry the alpha picked at the start
+        else:
+            alpha, scores = pick_update_scale(model.to(device), val, cfg, progress=not args.no_progress)
+            meta["alpha_scores"] = {f"{a:g}": v for a, v in scores.items()}
+    else:
+        try:
+            alpha = float(args.update_scale)
+        except ValueError as e:
+            raise ValueError(f"--update-scale must be a number or 'auto', got {args.update_scale!r}") from e
+    if alpha != 1.0 and not resuming:
+        with torch.no_grad():
+            model.update.lstm.w_out.mul_(alpha)
+        meta["update_scale_applied"] = float(alpha)
+        print(f"zol2l train: UpdateRNN output scaled by alpha = {alpha:g}", file=sys.stderr)
     trainer = MetaTrainer(cfg, train, val, model=model, out_dir=out, device=device,
                           progress=not args.no_progress, meta=meta)
     ck = os.path.join(out, "checkpoint.pt")
-    if args.resume and os.path.isfile(ck):
+    if resuming:
         trainer.load_checkpoint(ck)
         print(f"zol2l train: resumed from {ck} at update {trainer.update_count}", file=sys.stderr)
     elif os.path.isfile(ck) and not args.resume:

@@ -68,15 +68,17 @@ def plot_training_curves(history, best, path: str, title: str = "") -> str:
     axes[0].plot(x, [r["meta_loss"] for r in ups], lw=1)
     axes[0].set(xlabel="update", ylabel="meta-loss (mean over windows)", title="meta-loss")
     axes[1].plot(x, [r["loss_ratio"] for r in ups], lw=1, label="per update")
-    if eps:
-        axes[1].plot([r["epoch"] * (x[-1] / eps[-1]["epoch"]) for r in eps], [r["train_loss_ratio"] for r in eps],
+    trained = [r for r in eps if r.get("train_loss_ratio") is not None]  # epoch 0 (the start) has none
+    if trained and x:
+        per_epoch = x[-1] / trained[-1]["epoch"]
+        axes[1].plot([r["epoch"] * per_epoch for r in trained], [r["train_loss_ratio"] for r in trained],
                      "o-", label="epoch mean")
     axes[1].set(xlabel="update", ylabel="final / initial loss", title="training trajectories")
     axes[1].legend(fontsize=8)
     ve = [r for r in eps if r.get("val_final_loss") is not None]
     if ve:
         axes[2].plot([r["epoch"] for r in ve], [r["val_final_loss"] for r in ve], "o-")
-        if best.get("epoch", -1) > 0 and best.get("val_final_loss") is not None \
+        if best.get("epoch", -1) >= 0 and best.get("val_final_loss") is not None \
                 and math.isfinite(best["val_final_loss"]):
             axes[2].axvline(best["epoch"], color="gray", ls="--", lw=1, label=f"best (epoch {best['epoch']})")
             axes[2].legend(fontsize=8)

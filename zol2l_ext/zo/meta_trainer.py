@@ -382,6 +382,8 @@ class MetaTrainer:
             bar = tqdm(total=total, initial=self.update_count, desc=f"train {cfg.task} stage {cfg.stage}",
                        unit="update", dynamic_ncols=True)
         try:
+            if self.update_count == 0 and not self.history["epochs"] and self.val_set is not None:
+                self._end_epoch(0)  # the starting weights compete for "best" too (e.g. stage 2's start)
             while self.update_count < total:
                 row = self.train_update()
                 row["epoch"] = (self.update_count - 1) // cfg.updates_per_epoch + 1
@@ -403,7 +405,7 @@ class MetaTrainer:
         return {"best": self.best, "history": self.history}
 
     def _end_epoch(self, epoch: int) -> None:
-        ups = [r for r in self.history["updates"] if r["epoch"] == epoch]
+        ups = [r for r in self.history["updates"] if r["epoch"] == epoch]  # none for epoch 0 (the start)
         row: Dict[str, Any] = {
             "epoch": epoch,
             "meta_loss": _mean([r["meta_loss"] for r in ups]),
@@ -411,6 +413,8 @@ class MetaTrainer:
             "train_loss_ratio": _mean([r["loss_ratio"] for r in ups]),
             "seconds": round(sum(r["seconds"] for r in ups), 3),
         }
+        if not ups:
+            row.update(meta_loss=None, train_final_loss=None, train_loss_ratio=None)
         val = self.validate()
         if val:
             row["val_final_loss"] = val["final_loss"]
