@@ -1,0 +1,81 @@
+"""``zol2l evaluate``: the learned optimizer against the tuned baselines on a task's test problems (evaluate.py)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import data as D
+
+
+def add_parser(sub) -> None:
+    from .evaluate import DEFAULT_OPTIMIZERS
+    from .tasks import TASK_NAMES
+
+    p = sub.add_parser("evaluate", help="quality check: ZO-LSTM vs the tuned baselines on a task's test problems",
+                       description="Runs every optimizer on the task's part (default: test) from the same initial "
+                                   "points with the same seed, items x trials rows at once, and checks the issue's "
+                                   "criteria: ZO-LSTM's mean loss curve below every baseline's from --from-step on, "
+                                   "its final mean loss the lowest, its mean queries to first success fewer than "
+                                   "the best baseline's (attacks). Writes results.json, loss_curves.png and "
+                                   "quality.md into --out and prints the table and the verdicts.")
+    p.add_argument("task", choices=TASK_NAMES)
+    p.add_argument("--part", default="test", help="the task's part: test (default), val, train, tune")
+    p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
+                   help=f"comma-separated (default {','.join(DEFAULT_OPTIMIZERS)})")
+    p.add_argument("--trials", type=int, default=10, help="runs per item with other directions (default 10)")
+    p.add_argument("--steps", type=int, default=None, help="steps (default: the task's horizon)")
+    p.add_argument("--items", type=int, default=None, help="the first N items of the part (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learned", default=None, metavar="NAME|PATH",
+                   help="the ZO-LSTM weights: a pretrained name (zol2l_ext/pretrained/NAME.pt) or a .pt file "
+                        "(default: the task's name)")
+    p.add_argument("--tuned", default=None, metavar="PATH|TASK|none",
+                   help="the baselines' tuned lr (and ZO-ADAM betas): a `zol2l tune` JSON file or a task's shipped "
+                        "tuning (default: the task's own, zol2l_ext/tuned/TASK.json, where it exists; else "
+                        "attack.DEFAULT_LRS / the optimizer defaults, marked untuned); 'none': no tuning")
+    p.add_argument("--from-step", type=int, default=50, help="the curve criterion's first step (default 50)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--data-root", default=None, help=f"data folder for mnist/cifar tasks (else ${D.ENV_DATA})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
+    p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _evaluate(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate(args) -> int:
+    from . import attack as A
+    from . import evaluate as E
+
+    t_start = time.perf_counter()
+    device = A.resolve_device(args.device)
+    optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
+    print(f"zol2l evaluate {args.task} ({args.part}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
+          file=sys.stderr)
+    result = E.evaluate_task(args.task, part=args.part, optimizers=optimizers, trials=args.trials, steps=args.steps,
+                             items=args.items, seed=args.seed, learned=args.learned, tuned=args.tuned,
+                             device=device, data_root=args.data_root, progress=not args.no_progress)
+    result["command"] = "zol2l evaluate " + " ".join(getattr(args, "argv", []) or [args.task])
+    criteria = E.quality_criteria(result, from_step=args.from_step)
+    out = args.out or os.path.join("runs", f"eval-{args.task}")
+    paths = E.write_evaluation(result, out, criteria=criteria)
+    cfg = result["config"]
+    print(f"learned: {cfg.get('learned') or '-'}; tuning: {cfg.get('tuned') or 'none'}"
+          + (f" ({cfg['tuned_note']})" if cfg.get("tuned_note") else ""))
+    print(E.format_table(result))
+    print()
+    print(E.format_criteria(criteria))
+    print(f"wrote {', '.join(paths.values())} ({time.perf_counter() - t_start:.1f} s)")
+    return 0
