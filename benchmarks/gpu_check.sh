@@ -6,6 +6,11 @@
 #
 #   bash benchmarks/gpu_check.sh                         # from the repository root
 #   GPU_CHECK_DATA=gpu_data bash benchmarks/gpu_check.sh # also the attack (data root in the layout of shared/data)
+#   GPU_CHECK_SKIP=tests,ops bash benchmarks/gpu_check.sh # build, then only the attack-step benchmark
+#
+# Stages after the build: the CUDA tests (tests), the kernel benchmark (ops), the MNIST attack (only with
+# GPU_CHECK_DATA), the attack-step benchmark of issue 6 (attack_step: benchmarks/bench_gpu_attack.py). Name
+# stages in GPU_CHECK_SKIP (comma-separated) to leave them out.
 #
 # Every stage runs under `timeout` from one deadline (GPU_CHECK_BUDGET_S, default 420 s), so the script ends
 # in under 8 minutes. A failed build stops it; failed tests do not stop the benchmark but fail the exit status.
@@ -26,6 +31,7 @@ left() {  # seconds left before the deadline, capped at $1
   echo "$l"
 }
 stage() { printf '\n=== [%3ds] %s\n' "$((SECONDS - START))" "$*"; }
+skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { echo "(skipped: GPU_CHECK_SKIP=${GPU_CHECK_SKIP})"; return 0; }; return 1; }
 
 stage "GPU and toolchain"
 {
@@ -99,13 +105,19 @@ fi
 echo "using build: $use"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 
+rc_tests=0
 stage "CUDA tests (python3 -m pytest -q python_tests -k cuda)"
-timeout "$(left 120)" python3 -m pytest -q python_tests -k cuda -p no:cacheprovider 2>&1 | tail -n 40
-rc_tests=${PIPESTATUS[0]}
+if ! skip tests; then
+  timeout "$(left 120)" python3 -m pytest -q python_tests -k cuda -p no:cacheprovider 2>&1 | tail -n 40
+  rc_tests=${PIPESTATUS[0]}
+fi
 
+rc_bench=0
 stage "CUDA kernel benchmark (python3 benchmarks/bench_ops.py --device cuda)"
-timeout "$(left 90)" python3 benchmarks/bench_ops.py --device cuda --out "$RES/ops_cuda.json" 2>&1 | tail -n 70
-rc_bench=${PIPESTATUS[0]}
+if ! skip ops; then
+  timeout "$(left 90)" python3 benchmarks/bench_ops.py --device cuda --out "$RES/ops_cuda.json" 2>&1 | tail -n 70
+  rc_bench=${PIPESTATUS[0]}
+fi
 
 rc_attack=0
 if [[ -n "${GPU_CHECK_DATA:-}" ]]; then
@@ -120,5 +132,17 @@ if [[ -n "${GPU_CHECK_DATA:-}" ]]; then
   rc_attack=${PIPESTATUS[0]}
 fi
 
-stage "done: tests $rc_tests, benchmark $rc_bench, attack $rc_attack; results in $RES"
-((rc_tests == 0 && rc_bench == 0 && rc_attack == 0))
+rc_step=0
+stage "attack step on the GPU (issue 6): cifar10 100 img q=50, resnet50 8 img q=20 (fp32 and bf16), eager / CUDA graph / reference / torch.compile"
+if ! skip attack_step; then
+  # At most 200 s. --time-budget: the script starts no new case or compile after that many seconds (it writes
+  # its JSON after each), so that the outer timeout rarely cuts a measurement; torch.compile comes last.
+  t_step=$(left 200)
+  timeout "$t_step" python3 benchmarks/bench_gpu_attack.py --device cuda --amp both --compile \
+    --compile-mode reduce-overhead --time-budget $((t_step * 6 / 10)) ${GPU_CHECK_DATA:+--data-root "$GPU_CHECK_DATA"} \
+    --json "$RES/gpu_attack.json" 2>&1 | tail -n 60
+  rc_step=${PIPESTATUS[0]}
+fi
+
+stage "done: tests $rc_tests, benchmark $rc_bench, attack $rc_attack, attack step $rc_step; results in $RES"
+((rc_tests == 0 && rc_bench == 0 && rc_attack == 0 && rc_step == 0))
