@@ -38,11 +38,16 @@ LEARNED = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-no-update", "zo-lstm-guided-e
 
 # Learning rates per dataset and optimizer, as passed to make_optimizer(lr=...): delta, with the coordinate step
 # delta / d (the reference code's convention; DESIGN.md's "ZO-SGD lr = delta / d").
-# UNTUNED STARTING POINTS until a tuning command exists: DESIGN.md's protocol (delta over {0.01, 0.1, 1, 10,
-# 100, 1000}, then finer) has not been run. These come from a coarse sweep on a few images (200 steps, 2 trials;
-# docs/ATTACK.md gives the numbers). The reference code's MNIST values (4, 8, 8) belong to its clamp
-# parameterisation; with x = (tanh(w) + 1) / 2 saturated pixels need much larger steps. ZO-SZVR-G, Guided ES
-# and ZO-LSTM-no-update start from ZO-SGD's value. Override with --lr [NAME=]VALUE.
+# FALLBACKS, not the tuned values: DESIGN.md's protocol (delta over {0.01, 0.1, 1, 10, 100, 1000}, then finer;
+# ZO-ADAM betas) is run by `zol2l tune TASK --ship` (zol2l_ext/tune.py) on the task's "tune" images, and
+# `zol2l attack` takes the baselines' lr (and ZO-ADAM betas) from the shipped zol2l_ext/tuned/<task>.json of the
+# dataset's task when one exists (--tuned PATH|TASK|none; results.json config.lr_source says which). This table
+# applies where no tuning is shipped (cifar10 so far), with --tuned none, to the optimizers a tuning does not
+# cover, and to run_attack called without lrs (use tune.tuned_kwargs there). These values come from a coarse
+# sweep on a few test images (200 steps, 2 trials; docs/ATTACK.md gives the numbers, and the tuned ones). The
+# reference code's MNIST values (4, 8, 8) belong to its clamp parameterisation; with x = (tanh(w) + 1) / 2
+# saturated pixels need much larger steps. ZO-SZVR-G, Guided ES and ZO-LSTM-no-update start from ZO-SGD's value.
+# Override with --lr [NAME=]VALUE (wins over a tuning).
 _LR = {"digits": (3.0, 1.0, 2.0), "mnist": (300.0, 30.0, 100.0), "cifar10": (10.0, 10.0, 10.0)}
 DEFAULT_LRS: dict[str, dict[str, float]] = {
     ds: {"zo-sgd": sgd, "zo-signsgd": sign, "zo-adam": adam, "zo-szvr-g": sgd, "guided-es": sgd,
