@@ -59,7 +59,7 @@ def test_choice_is_argmin_of_recorded_scores(tiny):
 
 
 def test_batched_equals_one_at_a_time():
-    kw = dict(optimizers=("zo-sgd", "zo-adam"), grid=(1, 100), fine=(), adam_betas=((0.9, 0.99),), **TINY)
+    kw = dict(optimizers=("zo-adam",), grid=(1, 100), fine=(), adam_betas=((0.99, 0.99),), **TINY)
     a = TU.tune_baselines("binary", batch=True, **kw)
     b = TU.tune_baselines("binary", batch=False, **kw)
     for name in kw["optimizers"]:
