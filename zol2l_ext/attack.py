@@ -59,7 +59,7 @@ DEFAULT_LRS: dict[str, dict[str, float]] = {
 LEARNED_CANDIDATES: dict[str, tuple[str, ...]] = {
     "digits": ("digits-attack", "mnist-attack"),
     "mnist": ("mnist-attack",),
-    "cifar10": ("cifar10-attack", "mnist-attack"),
+    "cifar10": ("cifar-attack", "cifar-attack-finetune", "mnist-attack"),
 }
 
 
