@@ -219,3 +219,15 @@ def test_zolstm_pretrained_by_name(tmp_path, monkeypatch):
     assert opt.q == 5 and isinstance(opt.model, LearnedZO)
     with pytest.raises(FileNotFoundError, match="mine2"):
         ZOLSTM.pretrained("mine2")
+
+
+def test_pick_update_scale_returns_the_best_alpha():
+    from zol2l_ext.train_cli import pick_update_scale
+
+    torch.manual_seed(0)
+    model = LearnedZO()
+    w_out = model.update.lstm.w_out.detach().clone()
+    alpha, scores = pick_update_scale(model, Quadratics(3, 2), _cfg(), grid=(0.1, 1.0, 10.0), progress=False)
+    assert set(scores) == {0.1, 1.0, 10.0}
+    assert scores[alpha] == min(scores.values())
+    assert torch.equal(model.update.lstm.w_out, w_out)  # candidates are scaled copies

@@ -12,7 +12,7 @@ from . import data as D
 # mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
 DEFAULT_BATCH = {1: 10, 2: 2}
 # The transfer factor alpha (DESIGN.md: "scale the UpdateRNN output by a factor alpha tuned on that task").
-ALPHA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+ALPHA_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -> tuple[float, dict]:
