@@ -12,7 +12,6 @@ log-probabilities, x = (tanh(w) + 1) / 2 (see zo.problems.AttackProblem).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -24,6 +23,7 @@ import torch
 
 from . import data as D
 from . import models as M
+from .fileio import atomic_write_json
 
 # Per-dataset settings of the paper (App. A.1): q, c and 200 iterations; test images at positions 5000:5100 of
 # the shuffled correct list; 10 trials. The digits default is the embedded quick demo (a handful of images).
@@ -420,10 +420,7 @@ def write_outputs(outcome: AttackOutcome, out_dir: str, grid_images: int = 8) ->
     paths = {"results": os.path.join(out_dir, "results.json"),
              "loss_curves": os.path.join(out_dir, "loss_curves.png"),
              "adversarial_grid": os.path.join(out_dir, "adversarial_grid.png")}
-    tmp = paths["results"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(outcome.results, f, indent=1, allow_nan=False)
-    os.replace(tmp, paths["results"])
+    atomic_write_json(outcome.results, paths["results"])
     plots.plot_loss_curves(outcome.results, paths["loss_curves"])
     plots.plot_adversarial_grid(outcome.images, outcome.labels, outcome.adversarial, outcome.adv_labels,
                                 paths["adversarial_grid"], max_images=grid_images, classes=outcome.classes)

@@ -346,20 +346,9 @@ def tune_baselines(task, optimizers: Sequence[str] = TUNABLE, trials: int = 2, s
 # ------------------------------------------------------------------------------------------ files
 def save_tuning(result: Dict[str, Any], path: Union[str, os.PathLike]) -> str:
     """Writes ``result`` as JSON (atomically: a temporary file, then os.replace); returns the path."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    from .fileio import atomic_write_json
+
+    return atomic_write_json(result, path)
 
 
 def _chosen(result: Dict[str, Any]) -> Dict[str, Dict[str, float]]:

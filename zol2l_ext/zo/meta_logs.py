@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from typing import Any, Dict, List
+
+from ..fileio import atomic_write_json
 
 __all__ = ["write_logs", "plot_training_curves"]
 
@@ -23,18 +24,11 @@ def _clean(x):
     return x
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_logs(out_dir: str, history: Dict[str, List[Dict[str, Any]]], best: Dict[str, Any],
                config: Dict[str, Any]) -> Dict[str, str]:
     paths = {k: os.path.join(out_dir, n) for k, n in (("json", "log.json"), ("csv", "log.csv"),
                                                        ("png", "curves.png"))}
-    _atomic_write(paths["json"], json.dumps(_clean({"config": config, "best": best, **history}), indent=1))
+    atomic_write_json(_clean({"config": config, "best": best, **history}), paths["json"])
     by_epoch = {r["epoch"]: r for r in history["epochs"]}
     tmp = paths["csv"] + ".tmp"
     with open(tmp, "w", newline="") as f:

@@ -1,0 +1,31 @@
+"""Atomic file writes: a temporary file beside the target, then os.replace, so that an interrupted run never
+leaves a half-written results or log file behind (the temporary file is removed on failure)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+__all__ = ["atomic_write_text", "atomic_write_json"]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` to ``path`` atomically (creating its folder); returns the path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> str:
+    """``obj`` as indented JSON (non-finite floats are an error: pass None instead), written atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
