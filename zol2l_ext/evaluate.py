@@ -26,7 +26,6 @@ is a single 64-sample draw; the full-data loss is what the tuning scored, see tu
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -34,6 +33,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+
+from .fileio import atomic_write_json
 
 __all__ = ["FORMAT", "DEFAULT_OPTIMIZERS", "BASELINES", "evaluate_task", "quality_criteria", "write_evaluation",
            "format_table", "format_criteria", "resolve_learned", "resolve_tuned"]
@@ -72,11 +73,8 @@ def resolve_learned(learned, task_name: str):
     if isinstance(learned, LearnedZO):
         return learned, "LearnedZO object"
     spec = task_name if learned is None else str(learned)
-    if os.path.sep in spec or spec.endswith(".pt") or os.path.isfile(spec):
-        if not os.path.isfile(spec):
-            raise FileNotFoundError(f"learned optimizer {spec!r}: no such file")
-        return LearnedZO.load(spec), f"file {spec}"
-    return LearnedZO.pretrained(spec), f"pretrained {spec} (zol2l_ext/pretrained/{spec}.pt)"
+    what = f"file {spec}" if LearnedZO.is_path(spec) else f"pretrained {spec} (zol2l_ext/pretrained/{spec}.pt)"
+    return LearnedZO.from_name_or_path(spec), what
 
 
 def resolve_tuned(tuned, task_name: str):
@@ -492,7 +490,7 @@ def format_criteria(criteria: Mapping[str, Any]) -> str:
 def plot_curves(result: Mapping[str, Any], path: str, from_step: Optional[int] = 50,
                 log_y: Optional[bool] = None) -> str:
     """Mean loss per step of every optimizer with a +-1 std band and a vertical line at ``from_step``."""
-    from . import plots  # noqa: F401  (selects the Agg backend)
+    from . import plots  # (importing it also selects the Agg backend)
     import matplotlib.pyplot as plt
 
     cfg = result.get("config", {})
@@ -517,29 +515,10 @@ def plot_curves(result: Mapping[str, Any], path: str, from_step: Optional[int] =
         ax.axvline(from_step, color="gray", ls="--", lw=1, label=f"step {from_step}")
     over = next(iter(result["optimizers"].values())).get("loss_std_over", "trials")
     what = (f"{cfg.get('items')} images" if cfg.get("kind") == "attack" else f"{cfg.get('items')} datasets")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("attack loss" if cfg.get("kind") == "attack" else "minibatch loss")
-    ax.set_title(f"{result.get('task')} ({cfg.get('part')}): {what} x {cfg.get('trials')} trials, q={cfg.get('q')} "
-                 f"(band: std over {over})", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _atomic_json(obj, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return plots.finish_curve_plot(
+        fig, ax, path, "attack loss" if cfg.get("kind") == "attack" else "minibatch loss",
+        f"{result.get('task')} ({cfg.get('part')}): {what} x {cfg.get('trials')} trials, q={cfg.get('q')} "
+        f"(band: std over {over})")
 
 
 def write_evaluation(result: Dict[str, Any], out_dir: str, criteria: Optional[Dict[str, Any]] = None,
@@ -552,7 +531,7 @@ def write_evaluation(result: Dict[str, Any], out_dir: str, criteria: Optional[Di
     paths = {"results": os.path.join(out_dir, "results.json"),
              "loss_curves": os.path.join(out_dir, "loss_curves.png"),
              "quality": os.path.join(out_dir, "quality.md")}
-    _atomic_json(result, paths["results"])
+    atomic_write_json(result, paths["results"])
     plot_curves(result, paths["loss_curves"], from_step=criteria.get("from_step", from_step))
     cfg = result["config"]
     if cfg.get("kind") == "attack":

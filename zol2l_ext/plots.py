@@ -33,10 +33,16 @@ def plot_loss_curves(results: Mapping[str, Any], path: str, log_y: bool | None =
     if log_y and positive:
         ax.set_yscale("log")
     over = next(iter(results["optimizers"].values()), {}).get("aggregate", {}).get("loss_std_over", "trials")
+    title = (f"{cfg.get('dataset', '')} / {cfg.get('target', '')}: {cfg.get('images', '?')} images x "
+             f"{cfg.get('trials', '?')} trials, q={cfg.get('q', '?')} (band: std over {over})")
+    return finish_curve_plot(fig, ax, path, "attack loss", title)
+
+
+def finish_curve_plot(fig, ax, path: str, ylabel: str, title: str) -> str:
+    """Labels, grid and legend of a loss-vs-iteration plot; saves it to ``path`` (folder created) and closes it."""
     ax.set_xlabel("iteration")
-    ax.set_ylabel("attack loss")
-    ax.set_title(f"{cfg.get('dataset', '')} / {cfg.get('target', '')}: {cfg.get('images', '?')} images x "
-                 f"{cfg.get('trials', '?')} trials, q={cfg.get('q', '?')} (band: std over {over})", fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -22,6 +22,7 @@ U(-1/sqrt(H), 1/sqrt(H)) x 0.1 (torch.nn.Linear's default times the authors' 0.1
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -228,6 +229,21 @@ class LearnedZO(nn.Module):
                 f"Train one (meta-training) and save it with LearnedZO.save(), or load a file with LearnedZO.load(path)."
             )
         return cls.load(path, map_location=map_location)
+
+    @staticmethod
+    def is_path(spec: str) -> bool:
+        """Whether ``spec`` names a file (a path separator, a .pt suffix, or an existing file) rather than a
+        shipped name."""
+        return os.path.sep in spec or spec.endswith(".pt") or os.path.isfile(spec)
+
+    @classmethod
+    def from_name_or_path(cls, spec: str, map_location="cpu") -> "LearnedZO":
+        """`load` a file (see `is_path`) or the shipped weights `pretrained` ``spec``."""
+        if cls.is_path(spec):
+            if not os.path.isfile(spec):
+                raise FileNotFoundError(f"learned optimizer {spec!r}: no such file")
+            return cls.load(spec, map_location=map_location)
+        return cls.pretrained(spec, map_location=map_location)
 
     @classmethod
     def available_pretrained(cls) -> list:
