@@ -22,6 +22,7 @@ import time
 from typing import Sequence
 
 from . import data as D
+from .threads import torch_threads
 
 
 def _add_attack(sub) -> None:
@@ -154,16 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_attack(args) -> int:
-    import torch
-
     threads = args.threads or (1 if args.dataset == "digits" and str(args.device) == "cpu" else None)
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _attack(args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _attack(args) -> int:
@@ -312,15 +306,8 @@ def cmd_targets(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    import torch
-
-    before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _tune(args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _floats(spec: str | None, what: str) -> list | None:

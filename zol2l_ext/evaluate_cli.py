@@ -44,15 +44,10 @@ def add_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    import torch
+    from .threads import torch_threads
 
-    before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _evaluate(args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _evaluate(args) -> int:

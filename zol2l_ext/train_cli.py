@@ -85,25 +85,20 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _load_init(spec: str):
-    from .zo.lstm_optimizer import LearnedZO
-
-    if os.path.sep in spec or spec.endswith(".pt"):
-        if not os.path.isfile(spec):
-            raise FileNotFoundError(f"--init {spec!r}: no such file")
-        return LearnedZO.load(spec)
-    return LearnedZO.pretrained(spec)
-
-
 def cmd_train(args) -> int:
+    from .threads import torch_threads
+
+    with torch_threads(args.threads):
+        return _train(args)
+
+
+def _train(args) -> int:
     import torch
 
     from . import tasks as T
     from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
     from .zo.meta_trainer import MetaTrainConfig, MetaTrainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     spec = T.get_task(args.task)
     cfg = MetaTrainConfig(
         task=spec.name, stage=args.stage, grad_mode=args.grad_mode, epochs=args.epochs,
@@ -121,7 +116,7 @@ def cmd_train(args) -> int:
     commands = [command]
     model = None
     if args.init:
-        model = _load_init(args.init)
+        model = LearnedZO.from_name_or_path(args.init)
         commands = list(getattr(model, "meta", {}).get("commands", [])) + commands
     elif args.stage == 2:
         print("zol2l train: stage 2 without --init trains the QueryRNN next to an untrained UpdateRNN "
