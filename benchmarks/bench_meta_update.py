@@ -50,6 +50,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from bench_ops import ROOT, machine_info  # noqa: E402  (also puts ROOT on sys.path)
+from bench_attack_step import find_data_root  # noqa: E402
 
 from zol2l_ext import data as D  # noqa: E402
 from zol2l_ext import models as M  # noqa: E402
@@ -66,17 +67,6 @@ DEFAULT_JSON = os.path.join(ROOT, "benchmarks", "results", "meta_update_cpu.json
 # ----------------------------------------------------------------------------------------------------------
 # Problems
 # ----------------------------------------------------------------------------------------------------------
-def find_data_root(arg):
-    """--data-root, else $ZOL2L_DATA, else <repo>/../shared/data or <repo>/shared/data; None if none exists."""
-    cands = [arg] if arg else ([os.environ[D.ENV_DATA]] if os.environ.get(D.ENV_DATA) else [])
-    if not cands:
-        cands = [os.path.join(ROOT, "..", "shared", "data"), os.path.join(ROOT, "shared", "data")]
-    for c in cands:
-        if c and os.path.isdir(c):
-            return os.path.abspath(c)
-    return None
-
-
 class RandomProblems:
     """A `ProblemSet` of uniform random images for a random-weight CNN (no data root): same cost as the task."""
 
