@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate_cli import add_parser as _add_evaluate
 
     _add_evaluate(sub)
+    from .reproduce_cli import add_parser as _add_reproduce
+
+    _add_reproduce(sub)
     return parser
 
 

@@ -175,11 +175,20 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000
 
 def correct_indices(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     batch_size: int = 1000) -> np.ndarray:
-    """Sorted indices of the images that ``model`` classifies correctly (deterministic: eval-mode argmax)."""
+    """Sorted indices of the images that ``model`` classifies correctly (deterministic: eval-mode argmax).
+
+    Always computed on the CPU in float32: on a GPU (TF32 convolutions, other kernels) a borderline image can flip,
+    and one flip shifts every later position of the shuffled split, so the same positions would name other images
+    on another device."""
+    import copy
+
     was_training = model.training
+    p = next(iter(model.parameters()), None)
+    if p is not None and p.device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
     model.eval()
     try:
-        pred = predict(model, images, batch_size)
+        pred = predict(model, images.float(), batch_size, device="cpu")
     finally:
         model.train(was_training)
     return torch.nonzero(pred == labels.cpu()).flatten().numpy().astype(np.int64)

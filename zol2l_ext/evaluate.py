@@ -265,6 +265,7 @@ def _summarize(res, trials: int, items: int) -> Dict[str, Any]:
         "final_loss": _f(L[-1].mean()),
         "final_loss_std": _f(std[-1]),
         "per_item_final_loss": _list(per[-1].mean(0)),
+        "per_trial_final_loss": _list(item_mean[-1]),
         "failed_rows": int(res.failed.sum()),
     }
     if res.has_success:

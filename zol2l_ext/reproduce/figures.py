@@ -1,0 +1,68 @@
+"""Plot helpers the experiments share: loss curves with std bands, panel grids, saving (matplotlib Agg)."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["arr", "panels", "curve_panel", "save", "plt"]
+
+#: one colour per optimizer across every figure of the report
+COLORS = {
+    "zo-sgd": "tab:blue", "zo-signsgd": "tab:orange", "zo-adam": "tab:green", "zo-lstm": "tab:red",
+    "zo-lstm-finetune": "tab:purple", "zo-lstm-no-query": "tab:brown", "zo-lstm-no-update": "tab:pink",
+    "zo-lstm-guided-es": "tab:olive", "zo-szvr-g": "tab:cyan", "guided-es": "tab:gray",
+}
+
+
+def arr(values) -> np.ndarray:
+    """A float array from a JSON list (None -> NaN)."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def panels(n: int, ncols: Optional[int] = None, size=(4.6, 3.4)):
+    """A figure with ``n`` axes in a grid (extra axes hidden); returns (fig, flat list of n axes)."""
+    ncols = ncols or min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), dpi=100, squeeze=False)
+    flat = list(axes.reshape(-1))
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def curve_panel(ax, entries: Mapping[str, Mapping[str, Any]], title: str, ylabel: str = "loss",
+                xlabel: str = "iteration", log_y: bool = False, x: Optional[Mapping[str, Sequence[float]]] = None,
+                mean_key: str = "loss_mean", std_key: str = "loss_std") -> None:
+    """Each entry's mean curve with a +-1 std band; ``x`` optionally gives each entry its x values (e.g. queries)."""
+    for name, e in entries.items():
+        mean = arr(e[mean_key])
+        std = arr(e.get(std_key) or [0.0] * len(mean))
+        xs = arr(x[name]) if x is not None else np.arange(len(mean))
+        (line,) = ax.plot(xs, mean, label=name, lw=1.4, color=COLORS.get(name))
+        ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def save(fig, out_dir: str, name: str, suptitle: Optional[str] = None) -> str:
+    """Saves ``fig`` as ``out_dir/name`` (folder created), closes it, returns the path."""
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
