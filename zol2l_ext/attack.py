@@ -42,8 +42,8 @@ LEARNED = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-no-update", "zo-lstm-guided-e
 # ZO-ADAM betas) is run by `zol2l tune TASK --ship` (zol2l_ext/tune.py) on the task's "tune" images, and
 # `zol2l attack` takes the baselines' lr (and ZO-ADAM betas) from the shipped zol2l_ext/tuned/<task>.json of the
 # dataset's task when one exists (--tuned PATH|TASK|none; results.json config.lr_source says which). This table
-# applies where no tuning is shipped (cifar10 so far), with --tuned none, to the optimizers a tuning does not
-# cover, and to run_attack called without lrs (use tune.tuned_kwargs there). These values come from a coarse
+# applies with --tuned none (cifar10: its shipped tuning makes the baselines decline to attack, see ATTACK.md),
+# to the optimizers a tuning does not cover, and to run_attack called without lrs (use tune.tuned_kwargs there). These values come from a coarse
 # sweep on a few test images (200 steps, 2 trials; docs/ATTACK.md gives the numbers, and the tuned ones). The
 # reference code's MNIST values (4, 8, 8) belong to its clamp parameterisation; with x = (tanh(w) + 1) / 2
 # saturated pixels need much larger steps. ZO-SZVR-G, Guided ES and ZO-LSTM-no-update start from ZO-SGD's value.
