@@ -4,6 +4,7 @@
 #   GPU_REPRO_DATA=gpu_data bash scripts/gpu_reproduce.sh            # every experiment
 #   GPU_REPRO_EXPERIMENTS="fig2 fig4abc" GPU_REPRO_TUNE=1 GPU_REPRO_TESTS=1 bash scripts/gpu_reproduce.sh
 #
+# GPU_REPRO_EXT: a zol2l_ext/_C.so with CUDA kernels from an earlier call, to skip the build.
 # GPU_REPRO_DATA: a data root in the layout of shared/data (mnist/, cifar10/cifar10_test.npz, models/).
 # Steps: build the extension in place with the CUDA kernels (skipped when zol2l_ext/_C*.so already has them), the
 # CUDA tests (GPU_REPRO_TESTS=1), `zol2l tune cifar-attack` whose result becomes zol2l_ext/tuned/cifar-attack.json
@@ -28,6 +29,8 @@ stage "GPU"
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 
+# GPU_REPRO_EXT: an extension built by an earlier call (its $OUT/_C.so), carried to skip the build
+if [[ -n "${GPU_REPRO_EXT:-}" && -f "${GPU_REPRO_EXT}" ]]; then cp "$GPU_REPRO_EXT" zol2l_ext/_C.so; fi
 if python3 -c 'import sys, zol2l_ext.ops as o; sys.exit(0 if o.has_cuda_kernels() else 1)' 2>/dev/null; then
   stage "extension with CUDA kernels already built (carried)"
 else

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--results", default=os.path.join("docs", "results", "reproduce"),
                    help="report: folder of saved results (default docs/results/reproduce)")
     p.add_argument("--report-out", default=os.path.join("docs", "RESULTS.md"), help="report: output file")
+    p.add_argument("--replot", action="store_true", help="report: redraw every figure from its saved numbers first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--data-root", default=None, help=f"data folder for the MNIST/CIFAR tasks (else ${D.ENV_DATA})")
@@ -70,7 +71,7 @@ def cmd_reproduce(args) -> int:
     if names == ["report"]:
         from .reproduce.report import write_report
 
-        print(f"wrote {write_report(args.results, args.report_out)}")
+        print(f"wrote {write_report(args.results, args.report_out, replot=args.replot)}")
         return 0
     if names == ["all"]:
         names = list(EXPERIMENTS)

@@ -65,6 +65,8 @@ class Context:
     progress: bool = True
     fresh: bool = False
     log_lines: list = field(default_factory=list)
+    reused_seconds: float = 0.0  # the recorded wall time of sub-runs loaded from <out>/parts/ instead of run
+    _ran: set = field(default_factory=set)
 
     def log(self, msg: str) -> None:
         line = f"[{self.name} {self.scale}] {msg}"
@@ -83,10 +85,14 @@ class Context:
                     saved = json.load(f)
                 if saved.get("spec_key") == _json_key(spec):
                     self.log(f"{key}: reusing the finished sub-run in {path}")
+                    if key not in self._ran:  # a sub-run shared within this run costs once
+                        self.reused_seconds += float(saved.get("wall_seconds", 0.0))
+                        self._ran.add(key)
                     return saved["value"]
             except (OSError, ValueError, KeyError):
                 pass  # unreadable or older: run again
         t0 = time.perf_counter()
+        self._ran.add(key)
         value = fn()
         atomic_write_json({"spec": spec, "spec_key": _json_key(spec), "value": value,
                            "wall_seconds": round(time.perf_counter() - t0, 2)}, path)
@@ -165,12 +171,13 @@ def run_experiment(name: str, scale: str = "default", out_dir: Optional[str] = N
     ctx.log(f"{mod.TITLE} ({mod.PAPER}); parameters {params}; device {device}; output {out_dir}")
     t0 = time.perf_counter()
     data = mod.run(ctx)
-    wall = time.perf_counter() - t0
+    # a resumed run counts the time its reused sub-runs took when they ran, so the wall time stays the cost
+    wall = time.perf_counter() - t0 + ctx.reused_seconds
     figures = [os.path.basename(p) for p in mod.plot(data, out_dir)]
     result = {
         "format": FORMAT, "experiment": name, "title": mod.TITLE, "paper": mod.PAPER, "scale": scale,
         "params": params, "seed": int(seed), "device": str(device), "machine": machine_info(str(device)),
-        "git": _git_commit(), "wall_seconds": round(wall, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": _git_commit(), "wall_seconds": round(wall, 1), "reused_seconds": round(ctx.reused_seconds, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command or f"zol2l reproduce {name}" + ("" if scale == "default" else f" --scale {scale}"),
         "claims": mod.claims(data), "figures": figures, "data": data,
     }

@@ -64,9 +64,9 @@ def plot(data, out_dir) -> List[str]:
     runs = data["runs"]
     fig, axes = panels(len(runs), ncols=2)
     for ax, r in zip(axes, runs):
-        what = ("test image 0" if r["which"] == "single" else f"mean of {r['items']} test images")
+        what = "test image 0" if r["which"] == "single" else f"{r['items']} test images"
         band = "trials" if r["trials"] > 1 else "images"
-        curve_panel(ax, r["optimizers"], f"{r['task']}: {what}, {r['trials']} trial(s) (band: std over {band})",
+        curve_panel(ax, r["optimizers"], f"{r['task']}: {what} x {r['trials']} trial(s); band: std over {band}",
                     ylabel="attack loss", log_y=True)
     return [save(fig, out_dir, "fig2_attack_loss.png", "Fig. 2: attack loss vs iterations")]
 

@@ -104,9 +104,14 @@ def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: s
 
 
 def write_report(results_dir: str = os.path.join("docs", "results", "reproduce"),
-                 out_path: str = os.path.join("docs", "RESULTS.md")) -> str:
+                 out_path: str = os.path.join("docs", "RESULTS.md"), replot: bool = False) -> str:
+    """Writes the report; ``replot`` redraws every figure from its saved numbers first (after a plot change)."""
     found = collect(results_dir)
     if not found:
         raise FileNotFoundError(f"no result.json under {results_dir}/*/: run `zol2l reproduce <experiment> --out "
                                 f"{results_dir}/<experiment>-<scale>` first")
+    if replot:
+        for name, results in found.items():
+            for r in results:
+                r["figures"] = [os.path.basename(p) for p in experiment_module(name).plot(r["data"], r["_dir"])]
     return atomic_write_text(out_path, render(found, out_path, results_dir))
