@@ -37,7 +37,7 @@ import torch
 from .fileio import atomic_write_json
 
 __all__ = ["FORMAT", "DEFAULT_OPTIMIZERS", "BASELINES", "evaluate_task", "quality_criteria", "write_evaluation",
-           "format_table", "format_criteria", "resolve_learned", "resolve_tuned"]
+           "format_table", "format_criteria", "resolve_learned", "resolve_tuned", "baseline_settings"]
 
 FORMAT = "zol2l-evaluation/1"
 BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
@@ -119,6 +119,15 @@ def _lr_for(name: str, dataset: str, table, source: Optional[str]):
     if lr is not None:
         return float(lr), {}, "attack.DEFAULT_LRS (untuned)"
     return None, {}, "optimizer default (untuned)"
+
+
+def baseline_settings(name: str, task: str):
+    """(lr or None, extra make_optimizer kwargs, source) of optimizer ``name`` on ``task`` from the task's shipped
+    tuning, else the untuned fallbacks: what `evaluate_task` uses with ``tuned=None``."""
+    from .tasks import get_task
+
+    table, source, _ = resolve_tuned(None, task)
+    return _lr_for(_norm_name(name), get_task(task).dataset, table, source)
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

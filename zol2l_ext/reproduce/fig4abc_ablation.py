@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from .compare import final, fmt, paired_lower
+from ..evaluate import baseline_settings
 from .core import claim
 from .figures import curve_panel, panels, save
 
@@ -25,21 +26,11 @@ SCALES = {
 }
 
 
-def _sgd_lr(task: str):
-    """ZO-SGD's lr on ``task`` and where it comes from (the no-update ablation is ZO-SGD with the QueryRNN)."""
-    from ..evaluate import _lr_for, resolve_tuned
-    from ..tasks import get_task
-
-    table, source, _ = resolve_tuned(None, task)
-    lr, _, src = _lr_for("zo-sgd", get_task(task).dataset, table, source)
-    return lr, src
-
-
 def run(ctx) -> Dict[str, Any]:
     p = ctx.params
     runs = []
     for task, (items, trials) in p["tasks"].items():
-        lr, src = _sgd_lr(task)
+        lr, _, src = baseline_settings("zo-sgd", task)  # no-update is ZO-SGD with the QueryRNN: ZO-SGD's lr
         spec = {"task": task, "items": items, "trials": trials, "steps": p["steps"], "lr": lr}
         ctx.log(f"{task}: {items} item(s) x {trials} trial(s); ZO-SGD lr {lr} ({src}) for ZO-SGD and no-update")
         res = ctx.cached(task, spec, lambda: ctx.evaluate(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .compare import fmt
+from ..evaluate import baseline_settings
 from .core import claim
 from .figures import COLORS, panels, save
 
@@ -50,15 +51,6 @@ def build_problem(td, rows: int, trials: int, resolution, device) -> Any:
     chunk = 16384 if torch.device(device).type == "cuda" else 4096
     return AttackProblem(td.model.to(device), images, labels, c=spec.c, output=td.output, chunk_size=chunk,
                          upsample_from=up)
-
-
-def _sgd_lr(task: str):
-    from ..evaluate import _lr_for, resolve_tuned
-    from ..tasks import get_task
-
-    table, source, _ = resolve_tuned(None, task)
-    lr, _, src = _lr_for("zo-sgd", get_task(task).dataset, table, source)
-    return lr, src
 
 
 def _one(ctx, td, resolution, name: str, lr: float, learned) -> Dict[str, Any]:
@@ -96,7 +88,10 @@ def run(ctx) -> Dict[str, Any]:
 
     p = ctx.params
     spec = get_task(p["task"])
-    lr, src = (float(p["lr"]), "parameter lr") if p.get("lr") is not None else _sgd_lr(p["task"])
+    if p.get("lr") is not None:
+        lr, src = float(p["lr"]), "parameter lr"
+    else:
+        lr, _, src = baseline_settings("zo-sgd", p["task"])
     learned, learned_desc = resolve_learned(p["learned"], spec.name)
     td = load_task(spec, "test", data_root=ctx.data_root, device=ctx.device)
     ctx.log(f"{spec.name}: {p['items']} image(s) x {p['trials']} trial(s), up to {p['steps']} steps, q {spec.q}; "

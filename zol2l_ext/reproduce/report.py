@@ -4,7 +4,8 @@
 experiments: a summary table, then per experiment and scale the figure(s), the paper's claims beside the
 measured numbers with a verdict, the experiment's own table where it has one, and the scale, parameters, seed,
 machine, wall time, command and commit. A hand-written discussion ``results_dir/notes/<experiment>.md`` is
-included under the experiment where it exists. Nothing in the report is typed in by hand except those notes.
+included under the experiment where it exists, and ``notes/overview.md`` after the summary table. Nothing in the
+report is typed in by hand except those notes.
 """
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: s
     missing = [n for n in EXPERIMENTS if n not in found]
     if missing:
         lines += ["", "Not run yet (no saved result): " + ", ".join(missing) + "."]
+    overview = os.path.join(results_dir, "notes", "overview.md")
+    if os.path.exists(overview):
+        with open(overview) as f:
+            lines += ["", f.read().strip()]
     for name, results in found.items():
         mod = experiment_module(name)
         lines += ["", f"## {name}", "", f"**{mod.TITLE}** ({mod.PAPER}). Command: `zol2l reproduce {name}`.", ""]

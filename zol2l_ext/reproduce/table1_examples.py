@@ -52,7 +52,7 @@ def _attack(ctx, td, name: str, learned) -> Dict[str, Any]:
     """One optimizer on all rows: labels, loss, L1, L2 (and images of the shown rows) at the shown iterations;
     the exact first changed label and the distortion there."""
     from ..attack import build_optimizer
-    from ..evaluate import _lr_for, resolve_tuned
+    from ..evaluate import baseline_settings
     from ..tasks import make_problem
     from ..zo.runner import minimize
 
@@ -62,8 +62,7 @@ def _attack(ctx, td, name: str, learned) -> Dict[str, Any]:
     shown = int(p["images"])
     iters = sorted(int(k) for k in p["iterations"])
     problem = make_problem(td, list(range(n_stat)), repeat=1, device=ctx.device)
-    table, source, _ = resolve_tuned(None, spec.name)
-    lr, kw, src = _lr_for(name, spec.dataset, table, source)
+    lr, kw, src = baseline_settings(name, spec.name)
     opt = build_optimizer(name, spec.q, spec.mu, lr, learned=learned, **kw)
     theta0 = problem.initial_point()
     labels = problem.labels
