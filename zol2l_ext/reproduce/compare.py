@@ -46,17 +46,28 @@ def lowest_final_claim(entries: Mapping[str, Mapping[str, Any]], name: str, othe
                        key: str = "final_loss", from_step: int = 20) -> Dict[str, Any]:
     """Whether ``name`` ends lowest among ``others`` and how often its curve is below theirs.
 
-    Returns {"verdict", "measured"}: "supported" when it ends lowest and its curve is below all others at >= 90%
-    of the steps >= ``from_step``; "partly" when only one of the two holds; else "not supported"."""
+    "Ends lowest" needs the paired per-item (one item: per-trial) difference to every other to be significantly
+    negative (`paired_lower`). Returns {"verdict", "measured"}: "supported" when it ends lowest and its curve is
+    below all others at >= 90% of the steps >= ``from_step``; "partly" when only one of the two holds; else
+    "not supported"."""
     others = [o for o in others if o in entries and o != name]
     from_step = min(int(from_step), len(entries[name]["loss_mean"]) // 4)  # short (test) runs compare all steps
     order = ranking({n: entries[n] for n in [name] + others}, key)
     frac = fraction_below(entries, name, others, from_step)
-    lowest = order[0] == name and final(entries[name], key) is not None
+    pairs = {o: paired_lower(entries, name, o, key) for o in others}
+    lowest = bool(pairs) and all(c["verdict"] == "supported" for c in pairs.values())
     faster = frac is not None and frac >= 0.9
     verdict = "supported" if lowest and faster else ("partly" if lowest or faster else "not supported")
     finals = ", ".join(f"{n} {fmt(final(entries[n], key))}" for n in order)
-    measured = (f"{key.replace('_', ' ')}: {finals}; {name}'s mean curve below all others at "
+    runner_up = next((n for n in order if n != name), None)
+    sig = ""
+    if runner_up is not None and pairs[runner_up]["diff"] is not None:
+        c = pairs[runner_up]
+        sig = (f"; {name} - {runner_up} paired {fmt(c['diff'], 3)}"
+               + (f" +- {fmt(c['se'], 2)} (s.e.)" if c["se"] is not None else "")
+               + {"supported": ", significantly lower", "not supported": ", significantly higher"}.get(
+                   c["verdict"], ", within noise"))
+    measured = (f"{key.replace('_', ' ')}: {finals}{sig}; {name}'s mean curve below all others at "
                 f"{'n/a' if frac is None else f'{100 * frac:.0f}%'} of steps >= {from_step}")
     return {"verdict": verdict, "measured": measured}
 
