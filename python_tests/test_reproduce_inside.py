@@ -7,6 +7,7 @@ import torch
 
 from zol2l_ext.reproduce import core
 from zol2l_ext.reproduce import fig4e_trajectory as F4E
+from zol2l_ext.reproduce import probe as PR
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_fig4d_cosines(results):
 
 def _digits(items=2):
     ctx = core.Context("t", "tiny", {}, "/tmp", device="cpu")
-    return F4E.attack_setup(ctx, "digits-attack", "digits-attack", items)
+    return PR.attack_setup(ctx, "digits-attack", "digits-attack", items)
 
 
 def test_predicted_variance_is_the_samplers_scale():
@@ -61,7 +62,7 @@ def test_predicted_variance_is_the_samplers_scale():
     from zol2l_ext.zo.seeding import step_seeds
 
     spec, problem, model, _ = _digits()
-    opt = F4E.make_zo_lstm(spec, model)
+    opt = PR.make_zo_lstm(spec, model)
     theta = problem.initial_point()
     state = opt.init_state(theta)
     ids = torch.arange(problem.batch)
@@ -72,10 +73,10 @@ def test_predicted_variance_is_the_samplers_scale():
     with torch.no_grad():
         u_scaled = gaussian_estimate(problem, theta, opt.q, opt.mu, seeds, scale=s.abs()).u
         u_plain = gaussian_estimate(problem, theta, opt.q, opt.mu, seeds).u
-    s_hat = F4E.predicted_scale(opt, state)
+    s_hat = PR.predicted_scale(opt, state)
     assert not torch.allclose(s_hat, torch.ones_like(s_hat))
     torch.testing.assert_close(u_scaled, s_hat.unsqueeze(1) * u_plain, rtol=1e-5, atol=1e-6)
-    var = F4E.predicted_variance(opt, state)
+    var = PR.predicted_variance(opt, state)
     torch.testing.assert_close(var.mean(dim=1), torch.ones(problem.batch), rtol=1e-5, atol=1e-6)
 
 
@@ -107,7 +108,7 @@ def test_fig4e_trace_follows_the_runner(results):
 
     data = results["fig4e"][0]["data"]
     spec, problem, model, _ = _digits(data["items"])
-    res = minimize(F4E.make_zo_lstm(spec, model), problem, data["steps"], seed=0, progress=False)
+    res = minimize(PR.make_zo_lstm(spec, model), problem, data["steps"], seed=0, progress=False)
     for b, im in enumerate(data["images"]):
         assert im["loss"] == pytest.approx(res.loss[:, b].tolist(), rel=1e-5)
         assert len(im["g"]) == len(im["zo-lstm"]) == len(im["variance"]) == data["steps"]

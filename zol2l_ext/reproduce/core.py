@@ -177,7 +177,8 @@ def run_experiment(name: str, scale: str = "default", out_dir: Optional[str] = N
     result = {
         "format": FORMAT, "experiment": name, "title": mod.TITLE, "paper": mod.PAPER, "scale": scale,
         "params": params, "seed": int(seed), "device": str(device), "machine": machine_info(str(device)),
-        "git": _git_commit(), "wall_seconds": round(wall, 1), "reused_seconds": round(ctx.reused_seconds, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": _git_commit(), "wall_seconds": round(wall, 1), "reused_seconds": round(ctx.reused_seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command or f"zol2l reproduce {name}" + ("" if scale == "default" else f" --scale {scale}"),
         "claims": mod.claims(data), "figures": figures, "data": data,
     }

@@ -26,7 +26,7 @@ import torch
 
 from .compare import fmt
 from .core import claim
-from .fig4e_trajectory import attack_setup, learned_info, make_zo_lstm, num, nums, predicted_scale, training_note
+from .probe import attack_setup, learned_info, make_zo_lstm, num, nums, predicted_scale, training_note
 from .figures import arr, panels, plt, save
 
 TITLE = "Cosine similarity of the ZO gradient estimate with the true gradient, with and without the QueryRNN"
@@ -179,7 +179,8 @@ def table(data) -> str:
         qr, ga, pr = r["query"], r["gaussian"], r.get("paired") or _paired(r)
         rows.append(f"| {r['q']} | {fmt(qr['mean'], 3)} ± {fmt(qr['std_over_images'], 2)} | "
                     f"{fmt(ga['mean'], 3)} ± {fmt(ga['std_over_images'], 2)} | {fmt(r['isotropic_reference'], 3)} | "
-                    f"{100 * (r['query_higher_fraction'] or 0):.0f}% | {100 * (r['hinge_inactive_fraction'] or 0):.0f}% | "
+                    f"{100 * (r['query_higher_fraction'] or 0):.0f}% | "
+                    f"{100 * (r['hinge_inactive_fraction'] or 0):.0f}% | "
                     f"{fmt(qr['hinge_active'], 3)} / {fmt(ga['hinge_active'], 3)} | "
                     f"{fmt(qr['hinge_inactive'], 3)} / {fmt(ga['hinge_inactive'], 3)} | "
                     f"{fmt(pr['mean'], 2)} ± {fmt(pr['se'], 2)} ({pr['status']}) |")

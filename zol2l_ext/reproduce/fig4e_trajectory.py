@@ -20,8 +20,7 @@ This module also holds the helpers that fig4d_cosine and fig9_perturbation share
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -30,6 +29,8 @@ from torch import Tensor
 from .compare import fmt
 from .core import claim
 from .figures import COLORS, arr, panels, save
+from .probe import (attack_setup, baseline_kwargs, learned_info, make_zo_lstm, num, nums, predicted_variance,
+                    training_note)
 
 TITLE = "One coordinate's predicted variance, gradient estimate and updates (ZO-LSTM vs ZO-SGD / ZO-ADAM)"
 PAPER = "Fig. 4(e)"
@@ -41,90 +42,6 @@ SCALES = {
 }
 
 
-# ------------------------------------------------------------------------------------------ shared helpers
-def num(x, nd: int = 6) -> Optional[float]:
-    """A JSON number with ``nd`` significant digits (None for NaN / inf)."""
-    x = float(x)
-    return float(f"{x:.{nd}g}") if math.isfinite(x) else None
-
-
-def nums(t, nd: int = 6) -> list:
-    a = t.detach().double().cpu().numpy().reshape(-1) if isinstance(t, Tensor) else np.asarray(t, float).ravel()
-    return [num(v, nd) for v in a]
-
-
-def attack_setup(ctx, task: str, learned: str, items: int):
-    """(spec, problem of the first ``items`` test images on ctx.device, LearnedZO, its description)."""
-    from .. import tasks as T
-    from ..evaluate import resolve_learned
-
-    spec = T.get_task(task)
-    if spec.kind != "attack":
-        raise ValueError(f"{task} is not an attack task")
-    td = T.load_task(spec, "test", data_root=ctx.data_root, device=ctx.device)
-    if not 1 <= items <= len(td):
-        raise ValueError(f"items must lie in 1..{len(td)}, got {items}")
-    problem = T.make_problem(td, list(range(items)), device=ctx.device)
-    model, desc = resolve_learned(learned, spec.name)
-    return spec, problem, model, desc
-
-
-def learned_info(learned: str) -> Dict[str, Any]:
-    """What the weights' metadata says about their training (stage, epoch, meta-updates, gradient mode)."""
-    from ..evaluate import resolve_learned
-
-    model, desc = resolve_learned(learned, learned)
-    meta = dict(getattr(model, "meta", {}) or {})
-    return {"weights": desc, **{k: meta[k] for k in ("stage", "epoch", "updates", "grad_mode", "q") if k in meta}}
-
-
-def training_note(info: Optional[Dict[str, Any]]) -> str:
-    """" (weights: stage 2, 5 meta-updates)" from `learned_info`, or "" when the metadata does not say."""
-    if not info or "updates" not in info:
-        return ""
-    return f" (weights {info.get('weights')}: training stage {info.get('stage', '?')}, {info['updates']} meta-updates)"
-
-
-def make_zo_lstm(spec, model, q: Optional[int] = None, name: str = "zo-lstm"):
-    from ..attack import build_optimizer
-
-    return build_optimizer(name, spec.q if q is None else int(q), spec.mu, None, learned=model)
-
-
-def predicted_scale(opt, state: Dict[str, Any]) -> Tensor:
-    """s_hat [B, d]: the QueryRNN's normalised scale of the coming step (norm sqrt(d) per row), from the state
-    before the step, exactly as ZOLSTM.step computes it and the sampler normalises it."""
-    with torch.no_grad():
-        s, _ = opt.model.query(state["g_prev"], state["dtheta_prev"], (state["h_query"], state["c_query"]))
-        a = s.abs()
-        return a * (math.sqrt(a.shape[1]) / a.norm(dim=1, keepdim=True).clamp_min(1e-30))
-
-
-def predicted_variance(opt, state: Dict[str, Any]) -> Tensor:
-    """s_hat^2 [B, d]: the per-coordinate variance of the QueryRNN's directions (mean 1 over coordinates)."""
-    return predicted_scale(opt, state).square()
-
-
-def baseline_kwargs(task: str, name: str) -> Tuple[Dict[str, float], str]:
-    """(make_optimizer kwargs: lr and, for zo-adam, betas; their source) from the task's shipped tuning."""
-    from .. import tune as TU
-    from ..evaluate import resolve_tuned
-    from ..zo.optimizers import make_optimizer
-
-    table, source, _ = resolve_tuned(None, task)
-    if table is not None:
-        try:
-            return TU.tuned_kwargs(table, name), source
-        except KeyError:
-            pass
-    opt = make_optimizer(name)
-    kw = {"lr": opt.lr}
-    if name == "zo-adam":
-        kw.update(beta1=opt.beta1, beta2=opt.beta2)
-    return kw, "optimizer default (untuned)"
-
-
-# ---------------------------------------------------------------------------------------------- analysis
 def adam_updates(g: Tensor, lr: float, beta1: float, beta2: float, eps: float = 1e-8) -> Tensor:
     """The updates [T, ...] ZO-ADAM (optimizers.ZOAdam, coordinate step lr / d) makes from the estimates g [T, B, d]."""
     d = g.shape[-1]
@@ -353,6 +270,7 @@ def claims(data) -> List[Dict[str, str]]:
         f"{fmt(ch['corr_variance_prev_abs_update'], 3)} / {fmt(al['corr_variance_prev_abs_update'], 3)}; the "
         f"variance's coefficient of variation over steps {fmt(ch['variance_cv'], 3)} (chosen) / "
         f"{fmt(al['variance_cv'], 3)} (all); all variances lie in [{fmt(al['variance_min'], 4)}, "
-        f"{fmt(al['variance_max'], 4)}] (1 = isotropic){training_note(data.get('learned_info'))}. Supported needs |corr| >= 0.3 in both and a coefficient "
+        f"{fmt(al['variance_max'], 4)}] (1 = isotropic){training_note(data.get('learned_info'))}. "
+        "Supported needs |corr| >= 0.3 in both and a coefficient "
         "of variation >= 0.05; partly: |corr| >= 0.3 in one or >= 0.1 in both", verdict))
     return out

@@ -1,4 +1,5 @@
-"""App. C.2 (Fig. 9): final adversarial perturbations of ZO-LSTM and ZO-LSTM-no-query, and the QueryRNN's predicted variance.
+"""App. C.2 (Fig. 9): final adversarial perturbations of ZO-LSTM and ZO-LSTM-no-query, and the QueryRNN's predicted
+variance.
 
 ZO-LSTM and ZO-LSTM-no-query (the same pretrained weights: UpdateRNN with the QueryRNN's directions at the test-time
 Bernoulli p = 0.5, resp. with standard Gaussian directions) attack the first ``items`` test images of the task for
@@ -21,7 +22,7 @@ import torch
 
 from .compare import fmt
 from .core import claim
-from .fig4e_trajectory import (attack_setup, learned_info, make_zo_lstm, num, nums, predicted_variance,
+from .probe import (attack_setup, learned_info, make_zo_lstm, num, nums, predicted_variance,
                                training_note)
 from .figures import panels, save
 
@@ -216,7 +217,8 @@ def table(data) -> str:
 def claims(data) -> List[Dict[str, str]]:
     s = data["summary"]
     what = f"{data['task']}, {data['items']} image(s) x {data['steps']} steps"
-    rho, ratio, top = s["spearman_variance_perturbation"], s["variance_mask_ratio"], s["variance_top_perturbation_ratio"]
+    rho, ratio = s["spearman_variance_perturbation"], s["variance_mask_ratio"]
+    top = s["variance_top_perturbation_ratio"]
     conds = [rho is not None and rho >= 0.3, ratio is not None and ratio >= 1.1, top is not None and top >= 1.1]
     out = [claim(
         f"{what}: the QueryRNN's predicted variance concentrates on the pixels that matter for the attack (the "
@@ -226,7 +228,8 @@ def claims(data) -> List[Dict[str, str]]:
         f"{fmt(s['spearman_variance_perturbation_no_query'], 3)}); mean variance inside the digit mask x0 > 0.5 over "
         f"outside {fmt(ratio, 5)} (the mask holds {100 * (s['variance_mask_mass_share'] or 0):.1f}% of the variance "
         f"on {100 * (s['mask_pixel_share'] or 0):.1f}% of the pixels); on the top 5% perturbed pixels over the rest "
-        f"{fmt(top, 5)}; top-5% variance pixels among the top-5% perturbed {100 * (s['top_variance_in_top_perturbation'] or 0):.0f}% "
+        f"{fmt(top, 5)}; top-5% variance pixels among the top-5% perturbed "
+        f"{100 * (s['top_variance_in_top_perturbation'] or 0):.0f}% "
         f"(chance 5%). The mean variance lies in [{fmt(s['variance_min'], 4)}, {fmt(s['variance_max'], 4)}] "
         f"(1 = isotropic; per-step std over pixels {fmt(s['variance_spread_per_step'], 3)}); its deviation "
         f"|var - 1| vs |x_adv - x0|: Spearman {fmt(s['spearman_deviation_perturbation'], 3)}"

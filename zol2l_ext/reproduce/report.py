@@ -73,7 +73,8 @@ def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: s
         for r in results:
             c = Counter(x["verdict"] for x in experiment_module(name).claims(r["data"]))
             lines.append(f"| [{name}](#{name}) | {r['paper']} | {r['scale']} | {c['supported']} / {c['partly']} / "
-                         f"{c['inconclusive']} / {c['not supported']} | {r['wall_seconds'] / 60:.1f} min | {_machine(r['machine'])} |")
+                         f"{c['inconclusive']} / {c['not supported']} | {r['wall_seconds'] / 60:.1f} min | "
+                         f"{_machine(r['machine'])} |")
     missing = [n for n in EXPERIMENTS if n not in found]
     if missing:
         lines += ["", "Not run yet (no saved result): " + ", ".join(missing) + "."]
