@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from zol2l_ext.evaluate import evaluate_task
+from zol2l_ext.evaluate import baseline_settings, evaluate_task
 from zol2l_ext.reproduce import core
 from zol2l_ext.reproduce import fig10_bernoulli as F10
 from zol2l_ext.reproduce import fig11_szvrg as F11
@@ -155,7 +155,7 @@ def test_fig11_tiny(fig11_tiny):
     assert set(ents) == set(F11.OPTIMIZERS)
     assert len({e["loss_mean"][0] for e in ents.values()}) == 1
     # ZO-SZVR-G and ZO-LSTM-no-update run with the tuned ZO-SGD lr
-    lr, _ = F11.sgd_lr(p["task"])
+    lr, _, _ = baseline_settings("zo-sgd", p["task"])
     assert data["sgd_lr"] == lr == ents["zo-sgd"]["lr"] == ents["zo-szvr-g"]["lr"] == ents["zo-lstm-no-update"]["lr"]
     assert ents["zo-szvr-g"]["lr_source"] == ents["zo-lstm-no-update"]["lr_source"] == "optimizer_kwargs"
     # the query axis is what the runner counted, step by step

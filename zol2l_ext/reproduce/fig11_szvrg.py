@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..evaluate import baseline_settings
 from .compare import fmt, lowest_final_claim
 from .core import claim
 from .figures import arr, curve_panel, panels, save
@@ -30,21 +31,6 @@ SCALES = {
 }
 
 
-def sgd_lr(task: str):
-    """(lr, source) of ZO-SGD on ``task``: its shipped tuning, else attack.DEFAULT_LRS (untuned)."""
-    from .. import attack as A
-    from .. import tune as TU
-    from ..tasks import get_task
-
-    result = TU.shipped_tuning(task)
-    if result is not None:
-        try:
-            return float(TU.tuned_kwargs(result, "zo-sgd")["lr"]), f"tuned ZO-SGD lr (zol2l_ext/tuned/{task}.json)"
-        except KeyError:
-            pass
-    return float(A.DEFAULT_LRS[get_task(task).dataset]["zo-sgd"]), "attack.DEFAULT_LRS zo-sgd (untuned)"
-
-
 def cumulative_queries(name: str, q: int, steps: int) -> List[int]:
     """Queries per problem spent after 0..steps steps of optimizer ``name`` (its ``queries_at``)."""
     from ..zo.lstm_optimizer import LearnedZO
@@ -57,7 +43,7 @@ def cumulative_queries(name: str, q: int, steps: int) -> List[int]:
 
 def run(ctx) -> Dict[str, Any]:
     p = ctx.params
-    lr, lr_source = sgd_lr(p["task"])
+    lr, _, lr_source = baseline_settings("zo-sgd", p["task"])
     spec = {"task": p["task"], "learned": p["learned"], "steps": p["steps"], "items": p["items"],
             "trials": p["trials"], "lr": lr}
     ctx.log(f"{p['task']}: {p['items']} image(s) x {p['trials']} trial(s), {p['steps']} steps; ZO-SZVR-G and "

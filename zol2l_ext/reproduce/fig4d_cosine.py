@@ -26,7 +26,7 @@ import torch
 
 from .compare import fmt
 from .core import claim
-from .probe import attack_setup, learned_info, make_zo_lstm, num, nums, predicted_scale, training_note
+from .probe import attack_setup, cosine, learned_info, make_zo_lstm, num, nums, predicted_scale, training_note
 from .figures import arr, panels, plt, save
 
 TITLE = "Cosine similarity of the ZO gradient estimate with the true gradient, with and without the QueryRNN"
@@ -42,12 +42,6 @@ SCALES = {
 KINDS = ("query", "gaussian")
 #: the relative gain of the QueryRNN's mean cosine over the Gaussian one that counts as "higher"
 MIN_GAIN = 0.02
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    den = a.norm(dim=1) * b.norm(dim=1)
-    c = (a * b).sum(dim=1) / den.clamp_min(1e-30)
-    return torch.where(den > 0, c, torch.full_like(c, float("nan")))
 
 
 def _mean_of(x: torch.Tensor, mask: torch.Tensor):
@@ -77,7 +71,7 @@ def _run_q(ctx, q: int) -> Dict[str, Any]:
             est = {"query": gaussian_estimate(problem, theta, q, spec.mu, seeds, scale=s_hat).g,
                    "gaussian": gaussian_estimate(problem, theta, q, spec.mu, seeds).g}
             for k in KINDS:
-                cos[k][t] = _cos(est[k].double(), true.double())
+                cos[k][t] = cosine(est[k].double(), true.double(), dim=1)
             inactive[t] = problem.success(theta)
         theta, state, _ = opt.step(problem, theta, state, seeds)
     out: Dict[str, Any] = {"q": q, "dim": d, "learned": desc, "query_prob": opt.query_prob,

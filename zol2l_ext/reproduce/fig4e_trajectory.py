@@ -14,9 +14,6 @@ sequence u (lower = smoother), the correlation of ZO-LSTM's update with -g_t and
 moment, beta1), and the Pearson correlation over the steps of the predicted variance at step t with |g_{t-1}| and
 with |Delta theta_{t-1}| (the QueryRNN's inputs) and its coefficient of variation over the steps, each at the
 chosen coordinate (median over images) and over all coordinates (median).
-
-This module also holds the helpers that fig4d_cosine and fig9_perturbation share (`attack_setup`,
-`predicted_variance`, `baseline_kwargs`).
 """
 from __future__ import annotations
 
@@ -29,8 +26,8 @@ from torch import Tensor
 from .compare import fmt
 from .core import claim
 from .figures import COLORS, arr, panels, save
-from .probe import (attack_setup, baseline_kwargs, learned_info, make_zo_lstm, num, nums, predicted_variance,
-                    training_note)
+from .probe import (attack_setup, baseline_kwargs, learned_info, make_zo_lstm, num, nums, pearson,
+                    predicted_variance, training_note)
 
 TITLE = "One coordinate's predicted variance, gradient estimate and updates (ZO-LSTM vs ZO-SGD / ZO-ADAM)"
 PAPER = "Fig. 4(e)"
@@ -73,15 +70,6 @@ def roughness(u: Tensor) -> Tensor:
     return torch.where(den > 0, r, torch.full_like(r, float("nan")))
 
 
-def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation over the first dimension (NaN where a series is constant)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = a.square().sum(0).sqrt() * b.square().sum(0).sqrt()
-    r = (a * b).sum(0) / den
-    return torch.where(den > 0, r, torch.full_like(r, float("nan")))
-
-
 def _nanmedian(x: Tensor) -> Optional[float]:
     x = x.detach().double().cpu().reshape(-1)
     x = x[torch.isfinite(x)]
@@ -117,10 +105,10 @@ def _trace(ctx) -> Dict[str, Any]:
 
     # per image and coordinate [B, d]
     rough = {"zo-lstm": roughness(delta), "zo-sgd": roughness(sgd), "zo-adam": roughness(adam)}
-    corr_g = pearson(delta, -g)
-    corr_mom = pearson(delta, mom)
-    corr_var = pearson(var[1:], g[:-1].abs())
-    corr_var_dt = pearson(var[1:], delta[:-1].abs())
+    corr_g = pearson(delta, -g, dim=0)  # over the steps
+    corr_mom = pearson(delta, mom, dim=0)
+    corr_var = pearson(var[1:], g[:-1].abs(), dim=0)
+    corr_var_dt = pearson(var[1:], delta[:-1].abs(), dim=0)
     var_cv = var.std(0) / var.mean(0)
     spread = var.std(dim=2).mean(0)  # [B]: std of the variance over the coordinates, mean over the steps
     chosen = g.abs().mean(0).argmax(dim=1)  # [B]: first index of the max

@@ -22,8 +22,8 @@ import torch
 
 from .compare import fmt
 from .core import claim
-from .probe import (attack_setup, learned_info, make_zo_lstm, num, nums, predicted_variance,
-                               training_note)
+from .probe import (attack_setup, learned_info, make_zo_lstm, num, nums, pearson, predicted_variance,
+                    training_note)
 from .figures import panels, save
 
 TITLE = "Adversarial perturbations of ZO-LSTM and ZO-LSTM-no-query, and the QueryRNN's predicted variance"
@@ -44,14 +44,6 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
     idx = x.argsort(dim=-1)
     r.scatter_(-1, idx, torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(x).contiguous())
     return r
-
-
-def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    r = (a * b).sum(-1) / den.clamp_min(1e-30)
-    return torch.where(den > 0, r, torch.full_like(r, float("nan")))
 
 
 def top_share(x: torch.Tensor, frac: float = TOP_SHARE) -> torch.Tensor:
@@ -118,15 +110,15 @@ def _run(ctx) -> Dict[str, Any]:
     on_top = (var * top_pert).sum(1) / k
     off_top = (var * ~top_pert).sum(1) / (~top_pert).sum(1).clamp_min(1)
     out["per_image"] = {
-        "spearman_variance_perturbation": nums(_pearson_rows(_ranks(var), _ranks(ad["zo-lstm"]))),
-        "pearson_variance_perturbation": nums(_pearson_rows(var, ad["zo-lstm"])),
-        "spearman_variance_perturbation_no_query": nums(_pearson_rows(_ranks(var), _ranks(ad["zo-lstm-no-query"]))),
+        "spearman_variance_perturbation": nums(pearson(_ranks(var), _ranks(ad["zo-lstm"]))),
+        "pearson_variance_perturbation": nums(pearson(var, ad["zo-lstm"])),
+        "spearman_variance_perturbation_no_query": nums(pearson(_ranks(var), _ranks(ad["zo-lstm-no-query"]))),
         "variance_inside_mask": nums(inside), "variance_outside_mask": nums(outside),
         "variance_mask_ratio": nums(inside / outside), "mask_pixel_share": nums(mask.double().mean(1)),
         "variance_mask_mass_share": nums((var * mask).sum(1) / var.sum(1)),
         "variance_top_perturbation_ratio": nums(on_top / off_top),
         "top_variance_in_top_perturbation": nums((top_var & top_pert).double().sum(1) / k),
-        "spearman_deviation_perturbation": nums(_pearson_rows(_ranks((var - 1).abs()), _ranks(ad["zo-lstm"]))),
+        "spearman_deviation_perturbation": nums(pearson(_ranks((var - 1).abs()), _ranks(ad["zo-lstm"]))),
         "variance_min": nums(var.min(1).values), "variance_max": nums(var.max(1).values),
         "variance_spread_per_step": nums(spread),
     }

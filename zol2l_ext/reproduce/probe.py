@@ -74,22 +74,31 @@ def predicted_variance(opt, state: Dict[str, Any]) -> Tensor:
 
 
 def baseline_kwargs(task: str, name: str) -> Tuple[Dict[str, float], str]:
-    """(make_optimizer kwargs: lr and, for zo-adam, betas; their source) from the task's shipped tuning."""
-    from .. import tune as TU
-    from ..evaluate import resolve_tuned
+    """(make_optimizer kwargs: lr and, for zo-adam, betas; their source): `evaluate.baseline_settings`, with the
+    optimizer's own defaults where that gives no lr."""
+    from ..evaluate import baseline_settings
     from ..zo.optimizers import make_optimizer
 
-    table, source, _ = resolve_tuned(None, task)
-    if table is not None:
-        try:
-            return TU.tuned_kwargs(table, name), source
-        except KeyError:
-            pass
+    lr, kw, source = baseline_settings(name, task)
+    if lr is not None:
+        return {"lr": lr, **kw}, source
     opt = make_optimizer(name)
     kw = {"lr": opt.lr}
     if name == "zo-adam":
         kw.update(beta1=opt.beta1, beta2=opt.beta2)
     return kw, "optimizer default (untuned)"
+
+
+def cosine(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
+    """Cosine similarity of ``a`` and ``b`` along ``dim`` (NaN where either is zero)."""
+    den = a.norm(dim=dim) * b.norm(dim=dim)
+    c = (a * b).sum(dim) / den.clamp_min(1e-30)
+    return torch.where(den > 0, c, torch.full_like(c, float("nan")))
+
+
+def pearson(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
+    """Pearson correlation along ``dim`` (NaN where a series is constant): the cosine of the centred series."""
+    return cosine(a - a.mean(dim, keepdim=True), b - b.mean(dim, keepdim=True), dim)
 
 
 # ---------------------------------------------------------------------------------------------- analysis
