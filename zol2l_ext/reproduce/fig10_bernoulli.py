@@ -84,7 +84,7 @@ def plot(data, out_dir) -> List[str]:
     cmap = plt.get_cmap("viridis")
     ents = {f"p={v:g}": data["runs"][f"{v:g}"] for v in data["p_values"]}
     curve_panel(axes[2], ents, f"{data['task']}: {cfg['items']} image(s) x {cfg['trials']} trial(s), mean loss",
-                ylabel="attack loss", log_y=True, std_key="no band")  # the bands overlap: means only
+                ylabel="attack loss", log_y=True, band=False)  # the bands overlap: means only
     for i, line in enumerate(axes[2].get_lines()):
         line.set_color(cmap(i / max(1, len(ents) - 1)))
     axes[2].legend(fontsize=7)

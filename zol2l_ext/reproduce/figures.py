@@ -39,14 +39,16 @@ def panels(n: int, ncols: Optional[int] = None, size=(4.6, 3.4)):
 
 def curve_panel(ax, entries: Mapping[str, Mapping[str, Any]], title: str, ylabel: str = "loss",
                 xlabel: str = "iteration", log_y: bool = False, x: Optional[Mapping[str, Sequence[float]]] = None,
-                mean_key: str = "loss_mean", std_key: str = "loss_std") -> None:
-    """Each entry's mean curve with a +-1 std band; ``x`` optionally gives each entry its x values (e.g. queries)."""
+                band: bool = True) -> None:
+    """Each entry's mean curve ("loss_mean") with a +-1 std band ("loss_std"; ``band=False``: means only); ``x``
+    optionally gives each entry its x values (e.g. queries)."""
     for name, e in entries.items():
-        mean = arr(e[mean_key])
-        std = arr(e.get(std_key) or [0.0] * len(mean))
+        mean = arr(e["loss_mean"])
         xs = arr(x[name]) if x is not None else np.arange(len(mean))
         (line,) = ax.plot(xs, mean, label=name, lw=1.4, color=COLORS.get(name))
-        ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+        if band and e.get("loss_std"):
+            std = arr(e["loss_std"])
+            ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
     if log_y:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
