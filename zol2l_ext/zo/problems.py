@@ -36,12 +36,17 @@ from .estimator import _check_batch
 from .seeding import splitmix64
 
 __all__ = [
+    "SPACES",
     "BlackBoxProblem",
     "AttackProblem",
     "BinaryClassificationProblem",
     "CallableProblem",
     "has_success",
 ]
+
+
+# Parameterisations of an attack's variable (see AttackProblem).
+SPACES = ("tanh", "pixel")
 
 
 def _as_index(index, batch: int, device) -> Tensor:
@@ -118,13 +123,19 @@ def has_success(problem) -> bool:
 class AttackProblem(BlackBoxProblem):
     """Score-based black-box attack of B images at once (untargeted by default).
 
-    Variable and image: ``x = (tanh(w) + 1) / 2`` in [0, 1] (DESIGN.md, paper App. A.1). Without
-    ``upsample_from`` the variable is ``w`` itself, flattened (d = C*H*W), and ``initial_point()`` is
-    ``w0 = atanh((2 x0 - 1) (1 - tanh_eps))``, which represents the clean image up to ~tanh_eps/2 per pixel.
+    Variable and image, by ``space``:
+
+    * ``"tanh"`` (the paper's App. A.1): ``x = (tanh(w) + 1) / 2``. Without ``upsample_from`` the variable is
+      ``w`` itself, flattened (d = C*H*W), and ``initial_point()`` is ``w0 = atanh((2 x0 - 1) (1 - tanh_eps))``,
+      which represents the clean image up to ~tanh_eps/2 per pixel. Saturated pixels sit at |w| ~ 7 where
+      dx/dw ~ 1e-6, so steps must be ~100x larger than in pixel space.
+    * ``"pixel"`` (the reference code's MnistAttack): the variable is the perturbation ``delta`` and
+      ``x = clamp(x0 + delta, 0, 1)``; ``initial_point()`` is zero (the reference code starts from 1e-4 Gaussian
+      noise; zero keeps every optimizer's start identical and the loss at the clean image's).
+
     With ``upsample_from=(h, w)`` (App. C.1, dimension study) the variable is a low-resolution offset
-    ``delta`` (d = C*h*w) and ``w = w0 + bilinear_upsample(delta)``; ``initial_point()`` is zero.
-    *Deviation from the reference code*: the authors' MnistAttack adds a perturbation to x and clamps it to
-    [0, 1] (with a 1e-4 Gaussian initial noise); we follow DESIGN.md's tanh parameterisation.
+    ``delta`` (d = C*h*w), upsampled bilinearly and added to ``w0`` (tanh) or to ``x0`` before clamping (pixel);
+    ``initial_point()`` is zero.
 
     Loss per query (``F`` = log-probabilities; with ``output="logits"`` we apply log_softmax first):
     untargeted ``max{F_t0(x) - max_{j != t0} F_j(x), -confidence} + c * D(x, x0)``,
@@ -162,8 +173,11 @@ class AttackProblem(BlackBoxProblem):
         chunk_size: Optional[int] = None,
         confidence: float = 0.0,
         tanh_eps: float = 1e-6,
+        space: str = "tanh",
     ):
         _check_batch(images, "images", ("B", "C", "H", "W"), owner="AttackProblem")
+        if space not in SPACES:
+            raise ValueError(f"AttackProblem: space must be one of {SPACES}, got {space!r}")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"AttackProblem: images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
@@ -201,6 +215,7 @@ class AttackProblem(BlackBoxProblem):
         self.chunk_size = chunk_size
         self.confidence = float(confidence)
         self.tanh_eps = float(tanh_eps)
+        self.space = space
         self.image_shape = tuple(images.shape[1:])
         C, H, W = self.image_shape
         self.w0 = torch.atanh((2.0 * images - 1.0) * (1.0 - self.tanh_eps))
@@ -219,21 +234,25 @@ class AttackProblem(BlackBoxProblem):
         self.last_row0_success = None
 
     # -- variable <-> image ------------------------------------------------------------------------------
-    def _w(self, theta: Tensor) -> Tensor:
-        """w [B, Q, C, H, W] from variables [B, Q, d]."""
+    def _offset(self, theta: Tensor) -> Tensor:
+        """The variables [B, Q, d] as full-resolution offsets [B, Q, C, H, W] (upsampled where d is low-res)."""
         B, Q, _ = theta.shape
         C, H, W = self.image_shape
         if self.upsample_from is None:
             return theta.reshape(B, Q, C, H, W)
         h, w = self.upsample_from
         low = theta.reshape(B * Q, C, h, w)
-        up = F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False).reshape(B, Q, C, H, W)
-        return up + self.w0.to(theta.dtype).unsqueeze(1)
+        return F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False).reshape(B, Q, C, H, W)
 
     def _x(self, theta: Tensor, inplace: bool = False) -> Tensor:
+        off = self._offset(theta)
+        if self.space == "pixel":
+            x = off + self.images.to(theta.dtype).unsqueeze(1)
+            return x.clamp_(0.0, 1.0) if inplace else x.clamp(0.0, 1.0)
+        w = off if self.upsample_from is None else off + self.w0.to(theta.dtype).unsqueeze(1)
         if inplace:  # no autograd: finish in tanh's own output rather than two more full-size temporaries
-            return torch.tanh(self._w(theta)).add_(1.0).mul_(0.5)
-        return (torch.tanh(self._w(theta)) + 1.0) * 0.5
+            return torch.tanh(w).add_(1.0).mul_(0.5)
+        return (torch.tanh(w) + 1.0) * 0.5
 
     def adversarial_images(self, theta: Tensor) -> Tensor:
         """The images x [B, C, H, W] that the variables theta [B, d] represent."""
@@ -348,7 +367,7 @@ class AttackProblem(BlackBoxProblem):
         return theta
 
     def initial_point(self) -> Tensor:
-        if self.upsample_from is None:
+        if self.upsample_from is None and self.space == "tanh":
             return self.w0.reshape(self.batch, self.dim).clone()
         return self.w0.new_zeros((self.batch, self.dim))
 
