@@ -31,9 +31,13 @@ from torch import Tensor, nn
 
 from .. import ops
 
-__all__ = ["CoordinateLSTM", "UpdateRNN", "QueryRNN", "LearnedZO", "PRETRAINED_DIR", "FORMAT"]
+__all__ = ["CoordinateLSTM", "UpdateRNN", "QueryRNN", "LearnedZO", "PRETRAINED_DIR", "FORMAT", "SCALINGS"]
 
 FORMAT = "zol2l-learnedzo-v1"
+SCALINGS = ("none", "rms")
+# Added to mean squares before a square root: keeps a row whose estimate is all zero (every query returned the
+# same value) finite without changing rows of any realistic scale (float32 g^2 of 1e-15 is already noise).
+RMS_EPS = 1e-30
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 State = Tuple[Tensor, Tensor]
@@ -126,10 +130,15 @@ class _CoordinatewiseRNN(nn.Module):
 
 
 class UpdateRNN(_CoordinatewiseRNN):
-    """g [B, d] -> Delta theta [B, d]."""
+    """g [B, d] -> head output [B, d] (the update itself, or its learned part under ``scaling="rms"``).
 
-    def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1):
+    ``step`` (optional): the initial value of a learned scalar step size, kept as ``log_step`` (trained with the
+    LSTM in stage 1, frozen with it in stage 2)."""
+
+    def __init__(self, hidden: int = 10, bias: bool = False, output_init_scale: float = 0.1,
+                 step: Optional[float] = None):
         super().__init__(1, hidden, bias, output_init_scale)
+        self.log_step = None if step is None else nn.Parameter(torch.tensor(math.log(float(step))))
 
     def forward(self, g: Tensor, state: State) -> Tuple[Tensor, State]:
         return self._step(g.unsqueeze(-1), state)
@@ -151,8 +160,30 @@ class QueryRNN(_CoordinatewiseRNN):
         return lam * (s - 1.0).square().sum(dim=1)
 
 
+def _rms(x: Tensor, eps: float) -> Tensor:
+    """Per-problem root mean square over the coordinates, [B, 1] (eps keeps an all-zero row finite)."""
+    return x.square().mean(dim=1, keepdim=True).add(eps).sqrt()
+
+
 class LearnedZO(nn.Module):
     """The learned optimizer's weights: an `UpdateRNN` (``.update``) and a `QueryRNN` (``.query``).
+
+    ``scaling`` says how the networks meet the problem's scale:
+
+    * ``"none"`` (the reference code's, and every file saved before scaling existed): the UpdateRNN reads the raw
+      estimate g and its head output is the update. Its step size is then baked into the weights for the scale
+      of the problem it was trained on (the reference's pixel-space MNIST: ~4/784 per coordinate), and an
+      untrained network's sign is random.
+    * ``"rms"`` (scale-free): the UpdateRNN reads ``g_hat = g / sqrt(v)``, v a per-problem running mean (EMA,
+      ``rms_beta``) of mean_j g_j^2, and proposes ``Delta theta = step * (y - g_hat)``: a learned correction y
+      (the head, initialised small) of a normalised ZO-SGD step, ``step = exp(log_step)`` a learned scalar whose
+      start ``step`` is fitted to the task before training (`zol2l train --step auto`). The untrained network
+      therefore descends like normalised ZO-SGD on any problem, and what training learns is what improves on
+      it. The QueryRNN reads its inputs g_{t-1} and Delta theta_{t-1} divided by their per-problem RMS, so it
+      too sees the same numbers whatever the problem's units.
+
+    `update_step` and `query_step` are the one implementation of a step of each network: the optimizer
+    (`ZOLSTM`, test time) and the meta-trainer (`meta_step`, training) both call them.
 
     ``save(path)`` writes ``torch.save({"format", "config", "state_dict", "meta"})``; ``LearnedZO.load(path)``
     reads it with ``weights_only=True``. ``LearnedZO.pretrained(name)`` loads ``zol2l_ext/pretrained/<name>.pt``.
@@ -165,9 +196,21 @@ class LearnedZO(nn.Module):
         bias: bool = False,
         output_init_scale: float = 0.1,
         query_hidden: Optional[int] = None,
+        scaling: str = "none",
+        step: float = 0.01,
+        rms_beta: float = 0.9,
     ):
         super().__init__()
-        self.update = UpdateRNN(hidden, bias=bias, output_init_scale=output_init_scale)
+        if scaling not in SCALINGS:
+            raise ValueError(f"LearnedZO: scaling must be one of {SCALINGS}, got {scaling!r}")
+        if not (step > 0 and math.isfinite(step)):
+            raise ValueError(f"LearnedZO: step must be > 0, got {step}")
+        if not 0.0 <= rms_beta <= 1.0:
+            raise ValueError(f"LearnedZO: rms_beta must lie in [0, 1], got {rms_beta}")
+        self.scaling = scaling
+        self.rms_beta = float(rms_beta)
+        self.update = UpdateRNN(hidden, bias=bias, output_init_scale=output_init_scale,
+                                step=step if scaling == "rms" else None)
         self.query = QueryRNN(query_hidden or hidden, bias=bias, output_init_scale=output_init_scale)
         self._config = {
             "hidden": int(hidden),
@@ -175,6 +218,61 @@ class LearnedZO(nn.Module):
             "output_init_scale": float(output_init_scale),
             "query_hidden": int(query_hidden or hidden),
         }
+        if scaling != "none":  # files of the unscaled form keep their config as it was
+            self._config.update(scaling=scaling, step=float(step), rms_beta=self.rms_beta)
+
+    # -- one step of each network (shared by ZOLSTM and the meta-trainer) ----------------------------------
+    @property
+    def step_size(self) -> Optional[Tensor]:
+        """exp(log_step) under ``scaling="rms"`` (a 0-dim tensor, differentiable), else None."""
+        return None if self.update.log_step is None else self.update.log_step.exp()
+
+    @torch.no_grad()
+    def scale_update(self, alpha: float) -> None:
+        """Multiply every update this model proposes by ``alpha`` (DESIGN.md's transfer factor), in the weights
+        so that a saved file carries it: the head under ``scaling="none"``, the learned step under "rms"."""
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"LearnedZO.scale_update: alpha must be > 0, got {alpha}")
+        if self.update.log_step is None:
+            self.update.lstm.w_out.mul_(alpha)
+        else:
+            self.update.log_step.add_(math.log(alpha))
+
+    def init_update_state(self, B: int, d: int, device=None, dtype=None) -> Dict[str, Tensor]:
+        st: Dict[str, Tensor] = {}
+        st["h_update"], st["c_update"] = self.update.init_state(B, d, device, dtype)
+        if self.scaling == "rms":  # 0 = no estimate seen yet (the first step takes its own mean square)
+            st["g_sq"] = torch.zeros(B, 1, device=st["h_update"].device, dtype=st["h_update"].dtype)
+        return st
+
+    def init_query_state(self, B: int, d: int, device=None, dtype=None) -> Dict[str, Tensor]:
+        st: Dict[str, Tensor] = {}
+        st["h_query"], st["c_query"] = self.query.init_state(B, d, device, dtype)
+        return st
+
+    def update_step(self, g: Tensor, st: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The UpdateRNN on the estimate g [B, d]: (Delta theta [B, d], its new state entries)."""
+        new: Dict[str, Tensor] = {}
+        if self.scaling == "none":
+            y, (new["h_update"], new["c_update"]) = self.update(g, (st["h_update"], st["c_update"]))
+            return y, new
+        m = g.detach().square().mean(dim=1, keepdim=True)
+        old = st["g_sq"]
+        v = torch.where(old > 0, self.rms_beta * old + (1.0 - self.rms_beta) * m, m)
+        new["g_sq"] = v
+        g_hat = g / v.add(RMS_EPS).sqrt()
+        y, (new["h_update"], new["c_update"]) = self.update(g_hat, (st["h_update"], st["c_update"]))
+        return self.step_size * (y - g_hat), new
+
+    def query_step(self, st: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The QueryRNN on [g_{t-1}, Delta theta_{t-1}] (``st["g_prev"]``, ``st["dtheta_prev"]``): (the raw scale
+        s = head + 1 [B, d], its new state entries)."""
+        g, dt = st["g_prev"], st["dtheta_prev"]
+        if self.scaling == "rms":
+            g, dt = g / _rms(g, RMS_EPS), dt / _rms(dt, RMS_EPS)
+        new: Dict[str, Tensor] = {}
+        s, (new["h_query"], new["c_query"]) = self.query(g, dt, (st["h_query"], st["c_query"]))
+        return s, new
 
     @property
     def config(self) -> Dict[str, Any]:

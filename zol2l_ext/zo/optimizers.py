@@ -419,9 +419,9 @@ class ZOLSTM(ZOOptimizer):
         B, d = theta0.shape
         self._match_model(theta0)
         if self.use_update:
-            st["h_update"], st["c_update"] = self.model.update.init_state(B, d, theta0.device, theta0.dtype)
+            st.update(self.model.init_update_state(B, d, theta0.device, theta0.dtype))
         if self.use_query:
-            st["h_query"], st["c_query"] = self.model.query.init_state(B, d, theta0.device, theta0.dtype)
+            st.update(self.model.init_query_state(B, d, theta0.device, theta0.dtype))
         if self.use_query or self.guided:
             st["g_prev"] = torch.zeros_like(theta0)
             st["dtheta_prev"] = torch.zeros_like(theta0)
@@ -434,8 +434,8 @@ class ZOLSTM(ZOOptimizer):
         new: Dict[str, Any] = {"step": state["step"] + 1}
         with ctx:
             if self.use_query:
-                s, (new["h_query"], new["c_query"]) = self.model.query(
-                    state["g_prev"], state["dtheta_prev"], (state["h_query"], state["c_query"]))
+                s, q_new = self.model.query_step(state)
+                new.update(q_new)
                 scale = s.abs()
                 use = None
                 if self.query_prob < 1.0:
@@ -450,7 +450,8 @@ class ZOLSTM(ZOOptimizer):
                 est = gaussian_estimate(problem, theta, self.q, self.mu, seeds)
                 g, f0 = est.g, est.f0
             if self.use_update:
-                y, (new["h_update"], new["c_update"]) = self.model.update(g, (state["h_update"], state["c_update"]))
+                y, u_new = self.model.update_step(g, state)
+                new.update(u_new)
                 delta = y if self.update_scale == 1.0 else y * self.update_scale
             else:
                 delta = g * (-self.step_size(theta.shape[1]))
