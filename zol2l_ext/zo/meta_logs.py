@@ -11,7 +11,7 @@ from ..fileio import atomic_write_json
 __all__ = ["write_logs", "plot_training_curves"]
 
 CSV_FIELDS = ("update", "epoch", "meta_loss", "initial_loss", "final_loss", "loss_ratio", "skipped_windows",
-              "seconds", "val_final_loss", "val_success")
+              "grad_norm", "clipped_fraction", "seconds", "val_final_loss", "val_success")
 
 
 def _clean(x):

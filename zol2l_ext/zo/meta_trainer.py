@@ -57,12 +57,13 @@ try:
 except ImportError:  # pragma: no cover
     tqdm = None
 
-__all__ = ["MetaTrainConfig", "MetaTrainer", "ProblemSet", "meta_step", "init_meta_state", "CHECKPOINT_FORMAT",
-           "evaluate_learned"]
+__all__ = ["MetaTrainConfig", "MetaTrainer", "ProblemSet", "meta_step", "window_loss", "clip_meta_gradient",
+           "init_meta_state", "CHECKPOINT_FORMAT", "evaluate_learned"]
 
 CHECKPOINT_FORMAT = "zol2l-metatrain-v1"
 GRAD_MODES = ("first-order", "zeroth-order")
 OBJECTIVES = ("eq4", "reference")
+CLIP_MODES = ("norm", "value")
 
 
 class ProblemSet(Protocol):
@@ -88,7 +89,9 @@ class MetaTrainConfig:
     lr_update: float = 1e-3  # Adam, stage 1 (the reference code's value)
     lr_query: float = 5e-3  # Adam, stage 2
     lam: float = 0.005  # eq. 4's lambda
-    clip: float = 1.0  # meta-gradient clipped elementwise to [-clip, clip]
+    clip: float = 1.0  # meta-gradient clipped to global norm clip ("norm") or elementwise to [-clip, clip]
+    clip_mode: str = "norm"
+    normalize: bool = True  # meta-loss divided per problem by sum_t w_t f(theta_0) (see window_loss)
     objective: str = "eq4"
     zo_mu: float = 1e-3  # central-difference radius of the zeroth-order mode
     zo_chunk: Optional[int] = None  # coordinates per black-box call of the central differences (None: all d)
@@ -102,6 +105,8 @@ class MetaTrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         for k in ("epochs", "updates_per_epoch", "batch", "horizon", "unroll", "q", "val_trials"):
@@ -130,10 +135,9 @@ class MetaTrainConfig:
 # ------------------------------------------------------------------------------------------- one meta-step
 def init_meta_state(model: LearnedZO, theta: Tensor, use_query: bool) -> Dict[str, Tensor]:
     B, d = theta.shape
-    st: Dict[str, Tensor] = {}
-    st["h_update"], st["c_update"] = model.update.init_state(B, d, theta.device, theta.dtype)
+    st = model.init_update_state(B, d, theta.device, theta.dtype)
     if use_query:
-        st["h_query"], st["c_query"] = model.query.init_state(B, d, theta.device, theta.dtype)
+        st.update(model.init_query_state(B, d, theta.device, theta.dtype))
         st["g_prev"] = torch.zeros_like(theta)
         st["dtheta_prev"] = torch.zeros_like(theta)
     return st
@@ -162,8 +166,8 @@ def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], s
     reg, scale = None, None
     new: Dict[str, Tensor] = {}
     if use_query:
-        s, (new["h_query"], new["c_query"]) = model.query(st["g_prev"], st["dtheta_prev"],
-                                                          (st["h_query"], st["c_query"]))
+        s, q_new = model.query_step(st)
+        new.update(q_new)
         reg = QueryRNN.regularizer(s, lam)
         scale = s.abs()
     u, points = ops.sample_queries(theta.detach(), q, mu, scale=scale, seed=seeds)
@@ -171,7 +175,8 @@ def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], s
     values = _values(problem, points, seeds, differentiable)
     f0 = values[:, 0].detach()
     g = ops.fd_gradient(f0, values[:, 1:], u, mu)
-    delta, (new["h_update"], new["c_update"]) = model.update(g, (st["h_update"], st["c_update"]))
+    delta, u_new = model.update_step(g, st)
+    new.update(u_new)
     theta_new = theta + delta
     if grad_mode == "first-order":
         f_new = _values(problem, theta_new.unsqueeze(1), seeds, True).squeeze(1)
@@ -181,6 +186,60 @@ def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], s
         new["g_prev"] = g.detach()
         new["dtheta_prev"] = delta.detach()
     return theta_new, new, f_new, reg, f0
+
+
+def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], run_seed: int, t_first: int,
+                cfg: "MetaTrainConfig", use_query: bool, f_start: Optional[Tensor] = None):
+    """The meta-loss of one truncated-BPTT window: ``cfg.unroll`` differentiable steps from step ``t_first``
+    (1-based step number of the first one within the horizon).
+
+    eq. 4: ``sum_t [w_t f(theta_t) + lambda ||s_t - 1||^2]`` with ``w_t = t``; ``objective="reference"``:
+    ``sum_t w_t (f(theta_t) - f(theta_{t-1}))`` (+ the same regulariser). With ``cfg.normalize`` each problem's
+    terms are divided by ``W f_b(theta_0)``, ``W = sum_{t=1}^{horizon} w_t`` and ``f_b(theta_0)`` the problem's
+    starting loss (``f_start``; taken from the first step's query when None): eq. 4 up to a constant per problem,
+    so that every problem and every window weighs the same whatever the size of its loss (MNIST attacks start
+    at 5-20, binary classification at 0.25). The mean over the B problems is returned.
+
+    Returns ``(loss, theta, st, f_start, f_new)``: theta and the states at the window's end (still attached to
+    the graph: the caller backpropagates, then detaches), f_start [B] and the last f(theta_t) [B] (detached).
+    """
+    B = theta.shape[0]
+    pids = torch.arange(B, dtype=torch.int64, device=theta.device)
+    per_problem = theta.new_zeros(B)
+    f_new = None
+    for j in range(cfg.unroll):
+        t = t_first + j
+        seeds = step_seeds(run_seed, pids, t - 1)
+        theta, st, f_new, reg, f0 = meta_step(
+            model, problem, theta, st, seeds, q=cfg.q, mu=cfg.mu, use_query=use_query, grad_mode=cfg.grad_mode,
+            lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk)
+        if f_start is None:
+            f_start = f0
+        term = t * f_new if cfg.objective == "eq4" else t * (f_new - f0)
+        per_problem = per_problem + (term if reg is None else term + reg)
+    if cfg.normalize:
+        W = cfg.horizon * (cfg.horizon + 1) / 2.0
+        per_problem = per_problem / (W * f_start.abs().clamp_min(1e-12))
+    return per_problem.mean(), theta, st, f_start, f_new.detach()
+
+
+def clip_meta_gradient(params: List[Tensor], clip: float, mode: str) -> Dict[str, float]:
+    """Clip the gradients of ``params`` in place; returns the global norm before clipping and the fraction
+    clipped (mode "norm": 1.0 when the global norm exceeded ``clip`` and every entry was scaled, else 0.0;
+    mode "value": the fraction of entries clamped to [-clip, clip])."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return {"grad_norm": 0.0, "clipped": 0.0}
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    if mode == "norm":
+        if norm > clip:
+            for g in grads:
+                g.mul_(clip / norm)
+        return {"grad_norm": norm, "clipped": float(norm > clip)}
+    over = sum(int((g.abs() > clip).sum()) for g in grads)
+    for g in grads:
+        g.clamp_(-clip, clip)
+    return {"grad_norm": norm, "clipped": over / sum(g.numel() for g in grads)}
 
 
 def _detach(st: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -256,28 +315,12 @@ class MetaTrainer:
         rows = self._rows()
         problem = self.train_set.make(rows)
         theta = problem.initial_point().to(self.device)
-        B = theta.shape[0]
-        pids = torch.arange(B, dtype=torch.int64, device=self.device)
         run_seed = splitmix64_int(cfg.seed * 1_000_003 + self.update_count) & ((1 << 62) - 1)
         st = init_meta_state(self.model, theta, self.use_query)
-        meta_losses, skipped, first_f, last_f = [], 0, None, None
+        meta_losses, norms, clipped, skipped, f_start, last_f = [], [], [], 0, None, None
         for k in range(cfg.horizon // cfg.unroll):
-            loss = theta.new_zeros(())
-            for j in range(cfg.unroll):
-                t = k * cfg.unroll + j + 1
-                seeds = step_seeds(run_seed, pids, t - 1)
-                theta, st, f_new, reg, f0 = meta_step(
-                    self.model, problem, theta, st, seeds, q=cfg.q, mu=cfg.mu, use_query=self.use_query,
-                    grad_mode=cfg.grad_mode, lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk)
-                if first_f is None:
-                    first_f = f0.mean().item()
-                if cfg.objective == "eq4":
-                    loss = loss + t * f_new.mean()
-                else:
-                    loss = loss + t * (f_new - f0).mean()
-                if reg is not None:
-                    loss = loss + reg.mean()
-                last_f = f_new.detach()
+            loss, theta, st, f_start, last_f = window_loss(self.model, problem, theta, st, run_seed,
+                                                           k * cfg.unroll + 1, cfg, self.use_query, f_start)
             self.opt.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 loss.backward()
@@ -285,18 +328,21 @@ class MetaTrainer:
             else:
                 grads_ok = False
             if grads_ok:
-                for p in self.params:
-                    if p.grad is not None:
-                        p.grad.clamp_(-cfg.clip, cfg.clip)
+                stats = clip_meta_gradient(self.params, cfg.clip, cfg.clip_mode)
+                norms.append(stats["grad_norm"])
+                clipped.append(stats["clipped"])
                 self.opt.step()
                 meta_losses.append(loss.item())
             else:  # a non-finite meta-loss or gradient: skip this window's Adam step, keep going
                 skipped += 1
+                norms.append(float("nan"))
+                clipped.append(float("nan"))
                 self.opt.zero_grad(set_to_none=True)
             theta = theta.detach()
             st = _detach(st)
             if not torch.isfinite(theta).all():
                 break
+        first_f = float(f_start.mean()) if f_start is not None else None
         self.update_count += 1
         final = float(last_f.mean()) if last_f is not None else float("nan")
         row = {
@@ -306,6 +352,10 @@ class MetaTrainer:
             "final_loss": final,
             "loss_ratio": final / first_f if first_f not in (None, 0.0) else float("nan"),
             "skipped_windows": skipped,
+            "grad_norm": _mean(norms),
+            "clipped_fraction": _mean(clipped),
+            "window_grad_norm": norms,
+            "window_clipped": clipped,
             "rows": rows,
             "seconds": round(time.perf_counter() - t0, 4),
         }
@@ -355,7 +405,7 @@ class MetaTrainer:
         if ck.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a meta-training checkpoint (format {ck.get('format')!r})")
         old = ck["config"]
-        for k in ("task", "stage", "grad_mode", "q", "horizon", "unroll", "objective"):
+        for k in ("task", "stage", "grad_mode", "q", "horizon", "unroll", "objective", "normalize", "clip_mode"):
             if old.get(k) != getattr(self.cfg, k):
                 raise ValueError(f"checkpoint was trained with {k}={old.get(k)!r}, this run has "
                                  f"{k}={getattr(self.cfg, k)!r}: resume with the same settings")
