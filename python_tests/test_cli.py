@@ -28,7 +28,12 @@ def _run(argv, capsys):
     return rc, out.out, out.err
 
 
-def test_attack_embedded_default_end_to_end(cache, tmp_path, capsys):
+def test_attack_embedded_default_end_to_end(cache, tmp_path, capsys, monkeypatch):
+    # no shipped tuning (the shipped digits-attack.json may be of another space than the default, which is an
+    # error: test_space.py): the run takes the default space's fallback lrs
+    from zol2l_ext import tune as TU
+
+    monkeypatch.setattr(TU, "TUNED_DIR", str(tmp_path / "no-shipped-tunings"))
     out = tmp_path / "run"
     rc, stdout, stderr = _run(["attack", "--steps", "4", "--trials", "2", "--count", "3", "--out", str(out),
                                "--no-progress"], capsys)
@@ -41,6 +46,8 @@ def test_attack_embedded_default_end_to_end(cache, tmp_path, capsys):
     cfg = res["config"]
     assert cfg["dataset"] == "digits" and cfg["target"] == "digits-cnn" and cfg["images"] == 3
     assert cfg["trials"] == 2 and cfg["steps"] == 4 and cfg["dim"] == 64 and len(cfg["image_ids"]) == 3
+    assert cfg["space"] == A.DATASET_DEFAULTS["digits"]["space"]
+    assert cfg["lrs"]["zo-sgd"] == A.default_lrs("digits")["zo-sgd"]
     assert {"zo-sgd", "zo-signsgd", "zo-adam"} <= set(res["optimizers"])
     for name, entry in res["optimizers"].items():
         assert len(entry["per_image"]) == 3

@@ -154,6 +154,8 @@ def test_cli(learned_path, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "| zo-lstm |" in captured.out and "final mean loss" in captured.out
+    assert "(a) significantly lower loss" in captured.out and "(d) the QueryRNN helps" in captured.out
+    assert (out / "paired_criteria.json").is_file()
     res = json.load(open(out / "results.json"))
     assert res["config"]["steps"] == 5 and res["criteria"]["from_step"] == 3
     assert res["command"].startswith("zol2l evaluate binary")

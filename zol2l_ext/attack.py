@@ -8,7 +8,9 @@ seed through ``zo.runner.minimize``, and returns a JSON-able summary plus the ad
 ``write_outputs`` writes results.json, loss_curves.png and adversarial_grid.png.
 
 Loss (DESIGN.md, paper App. A.1): max{F_t0(x) - max_{j != t0} F_j(x), 0} + c ||x - x0||_1 with F the
-log-probabilities, x = (tanh(w) + 1) / 2 (see zo.problems.AttackProblem).
+log-probabilities, x = clamp(x0 + delta, 0, 1) ("pixel" space) or x = (tanh(w) + 1) / 2 ("tanh" space); the
+default space of a dataset is its task's (tasks.TASKS), ``space=`` / ``--space`` picks the other (see
+zo.problems.AttackProblem).
 """
 from __future__ import annotations
 
@@ -23,37 +25,75 @@ import torch
 
 from . import data as D
 from . import models as M
+from . import tasks as T
 from .fileio import atomic_write_json
+
+#: the attack dataset -> its task in tasks.TASKS (digits -> digits-attack, mnist -> mnist-attack, cifar10 ->
+#: cifar-attack): the task whose space is the dataset's default and whose shipped tuning `zol2l attack` uses
+DATASET_TASKS: dict[str, str] = {t.dataset: t.name for t in T.TASKS.values() if t.kind == "attack"}
 
 # Per-dataset settings of the paper (App. A.1): q, c and 200 iterations; test images at positions 5000:5100 of
 # the shuffled correct list; 10 trials. The digits default is the embedded quick demo (a handful of images).
+# "space" (the attack's parameterisation) and "mu" are the dataset's task's (tasks.TASKS), not second literals;
+# a run in the other space takes that space's mu (tasks.SPACE_MU) unless mu is given.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(q=10, c=0.1, mu=0.005, steps=200, trials=3, count=8, indices=None),
-    "mnist": dict(q=20, c=0.1, mu=0.005, steps=200, trials=10, count=None, indices="5000:5100"),
-    "cifar10": dict(q=50, c=0.25, mu=0.005, steps=200, trials=10, count=None, indices="5000:5100"),
+    ds: dict(kw, space=T.TASKS[DATASET_TASKS[ds]].space, mu=T.TASKS[DATASET_TASKS[ds]].mu) for ds, kw in (
+        ("digits", dict(q=10, c=0.1, steps=200, trials=3, count=8, indices=None)),
+        ("mnist", dict(q=20, c=0.1, steps=200, trials=10, count=None, indices="5000:5100")),
+        ("cifar10", dict(q=50, c=0.25, steps=200, trials=10, count=None, indices="5000:5100")),
+    )
 }
 
 BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
 LEARNED = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-no-update", "zo-lstm-guided-es")
 
-# Learning rates per dataset and optimizer, as passed to make_optimizer(lr=...): delta, with the coordinate step
-# delta / d (the reference code's convention; DESIGN.md's "ZO-SGD lr = delta / d").
+# Learning rates per (dataset, space) and optimizer, as passed to make_optimizer(lr=...): delta, with the
+# coordinate step delta / d (the reference code's convention; DESIGN.md's "ZO-SGD lr = delta / d").
 # FALLBACKS, not the tuned values: DESIGN.md's protocol (delta over {0.01, 0.1, 1, 10, 100, 1000}, then finer;
-# ZO-ADAM betas) is run by `zol2l tune TASK --ship` (zol2l_ext/tune.py) on the task's "tune" images, and
-# `zol2l attack` takes the baselines' lr (and ZO-ADAM betas) from the shipped zol2l_ext/tuned/<task>.json of the
-# dataset's task when one exists (--tuned PATH|TASK|none; results.json config.lr_source says which). This table
-# applies with --tuned none (cifar10: its shipped tuning makes the baselines decline to attack, see ATTACK.md),
-# to the optimizers a tuning does not cover, and to run_attack called without lrs (use tune.tuned_kwargs there). These values come from a coarse
-# sweep on a few test images (200 steps, 2 trials; docs/ATTACK.md gives the numbers, and the tuned ones). The
-# reference code's MNIST values (4, 8, 8) belong to its clamp parameterisation; with x = (tanh(w) + 1) / 2
-# saturated pixels need much larger steps. ZO-SZVR-G, Guided ES and ZO-LSTM-no-update start from ZO-SGD's value.
-# Override with --lr [NAME=]VALUE (wins over a tuning).
-_LR = {"digits": (3.0, 1.0, 2.0), "mnist": (300.0, 30.0, 100.0), "cifar10": (10.0, 10.0, 10.0)}
-DEFAULT_LRS: dict[str, dict[str, float]] = {
-    ds: {"zo-sgd": sgd, "zo-signsgd": sign, "zo-adam": adam, "zo-szvr-g": sgd, "guided-es": sgd,
-         "zo-lstm-no-update": sgd}
-    for ds, (sgd, sign, adam) in _LR.items()
+# ZO-ADAM betas) is run by `zol2l tune TASK [--space S] --ship` (zol2l_ext/tune.py) on the task's "tune" images,
+# and `zol2l attack` takes the baselines' lr (and ZO-ADAM betas) from the shipped zol2l_ext/tuned/<task>.json of
+# the dataset's task when one exists (--tuned PATH|TASK|none; results.json config.lr_source says which; a tuning
+# made in another space is an error, tune.check_tuning_space). This table applies with --tuned none, to the
+# optimizers a tuning does not cover, and to run_attack called without lrs (use tune.tuned_kwargs there).
+# tanh space: a coarse sweep on a few test images (200 steps, 2 trials; docs/ATTACK.md gives the numbers, and the
+# tuned ones); with x = (tanh(w) + 1) / 2 saturated pixels need much larger steps. pixel space
+# (x = clamp(x0 + delta)): mnist from a coarse sweep on 10 MNIST test images (zo-sgd 8, zo-signsgd 2, zo-adam 2;
+# the reference code's MNIST values are 4, 8, 8), cifar10 the same values (not measured); digits the choices of
+# DESIGN.md's protocol on digits-attack's tune part (20 images x 2 trials, 200 steps; zo-adam's best betas were
+# 0.9/0.99) - mnist's 8 scores 3x worse there (smaller d, so a larger coordinate step delta / d).
+# ZO-SZVR-G, Guided ES and ZO-LSTM-no-update start from ZO-SGD's value. Override with --lr [NAME=]VALUE (wins
+# over a tuning).
+_LR = {
+    ("digits", "tanh"): (3.0, 1.0, 2.0), ("mnist", "tanh"): (300.0, 30.0, 100.0),
+    ("cifar10", "tanh"): (10.0, 10.0, 10.0),
+    ("digits", "pixel"): (0.3, 0.3333, 1.0), ("mnist", "pixel"): (8.0, 2.0, 2.0),
+    ("cifar10", "pixel"): (8.0, 2.0, 2.0),
 }
+DEFAULT_LRS: dict[tuple[str, str], dict[str, float]] = {
+    key: {"zo-sgd": sgd, "zo-signsgd": sign, "zo-adam": adam, "zo-szvr-g": sgd, "guided-es": sgd,
+          "zo-lstm-no-update": sgd}
+    for key, (sgd, sign, adam) in _LR.items()
+}
+
+
+def dataset_space(dataset: str, space: str | None = None) -> str:
+    """``space`` checked, or (None) the default space of ``dataset`` (its task's, see DATASET_DEFAULTS)."""
+    from .zo.problems import SPACES
+
+    if space is None:
+        return DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])["space"]
+    if space not in SPACES:
+        raise AttackSetupError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    return space
+
+
+def default_lrs(dataset: str, space: str | None = None) -> dict[str, float]:
+    """The fallback lr table (DEFAULT_LRS) of ``dataset`` in ``space`` (None: the dataset's default space);
+    empty for a dataset without one (the binary task)."""
+    if dataset not in DATASET_DEFAULTS:
+        return {}
+    return DEFAULT_LRS.get((dataset, dataset_space(dataset, space)), {})
+
 
 # Checkpoints of the learned optimizer tried per dataset (zol2l_ext/pretrained/<name>.pt), first found wins.
 LEARNED_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -191,10 +231,11 @@ def parse_lr_overrides(items: Sequence[str] | None) -> tuple[float | None, dict[
     return common, per
 
 
-def learning_rates(dataset: str, optimizers: Sequence[str], lrs: dict[str, float] | float | None = None
-                   ) -> dict[str, float | None]:
-    """The lr of every optimizer: override, else DEFAULT_LRS, else None (the optimizer's own default)."""
-    table = DEFAULT_LRS.get(dataset, {})
+def learning_rates(dataset: str, optimizers: Sequence[str], lrs: dict[str, float] | float | None = None,
+                   space: str | None = None) -> dict[str, float | None]:
+    """The lr of every optimizer: override, else DEFAULT_LRS of (dataset, space), else None (the optimizer's own
+    default)."""
+    table = default_lrs(dataset, space)
     out: dict[str, float | None] = {}
     for name in optimizers:
         if isinstance(lrs, (int, float)):
@@ -321,15 +362,19 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
                stop_at_success: bool = False, chunk_size: int | None = None, learned=None,
                learned_name: str | None = None, target_name: str | None = None, classes=None,
                optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
-               progress: bool = True) -> AttackOutcome:
-    """Runs each optimizer on B images x ``trials`` rows of one AttackProblem, same start point and seed."""
+               progress: bool = True, space: str | None = None) -> AttackOutcome:
+    """Runs each optimizer on B images x ``trials`` rows of one AttackProblem, same start point and seed.
+
+    ``space``: the attack's parameterisation, "pixel" or "tanh" (None: the dataset's default,
+    DATASET_DEFAULTS[dataset]["space"]); it also picks the fallback lrs (DEFAULT_LRS)."""
     from .zo.problems import AttackProblem
     from .zo.runner import minimize
 
     defaults = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])
     q = int(defaults["q"] if q is None else q)
     c = float(defaults["c"] if c is None else c)
-    mu = float(defaults["mu"] if mu is None else mu)
+    space = dataset_space(dataset, space)
+    mu = float(T.SPACE_MU[space] if mu is None else mu)
     steps = int(defaults["steps"] if steps is None else steps)
     trials = int(defaults["trials"] if trials is None else trials)
     if q < 1 or steps < 1 or trials < 1:
@@ -346,14 +391,15 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
         chunk_size = 16384 if dev.type == "cuda" else 4096
     rows_images = images.to(dev).repeat(trials, 1, 1, 1)
     rows_labels = labels.to(dev).repeat(trials)
-    problem = AttackProblem(model, rows_images, rows_labels, c=c, norm=norm, output=output, chunk_size=chunk_size)
+    problem = AttackProblem(model, rows_images, rows_labels, c=c, norm=norm, output=output, chunk_size=chunk_size,
+                            space=space)
     theta0 = problem.initial_point()
-    lr_table = learning_rates(dataset, optimizers, lrs)
+    lr_table = learning_rates(dataset, optimizers, lrs, space)
 
     results: dict[str, Any] = {
         "config": {
             "dataset": dataset, "target": target_name, "output": output, "optimizers": optimizers,
-            "q": q, "mu": mu, "c": c, "norm": norm, "steps": steps, "trials": trials, "seed": int(seed),
+            "space": space, "q": q, "mu": mu, "c": c, "norm": norm, "steps": steps, "trials": trials, "seed": int(seed),
             "budget": budget, "stop_at_success": bool(stop_at_success), "device": str(dev),
             "images": int(B), "dim": int(problem.dim), "image_ids": list(image_ids or range(B)),
             "labels": [int(v) for v in labels], "lrs": lr_table, "learned": learned_name,
@@ -406,7 +452,8 @@ def format_table(results: dict[str, Any]) -> str:
                      f"{fmt(r['final_loss'], '11.4f')} {fmt(r['queries'], '13.1f')} {fmt(r['l1'], '10.3f')} "
                      f"{fmt(r['l2'], '10.3f')} {fmt(r['seconds'], '8.1f')}")
     cfg = results["config"]
-    lines.append(f"({cfg['images']} images x {cfg['trials']} trials, {cfg['steps']} steps, q={cfg['q']}, "
+    lines.append(f"({cfg['images']} images x {cfg['trials']} trials, {cfg['steps']} steps, "
+                 f"{cfg.get('space', 'tanh')} space, q={cfg['q']}, "
                  f"mu={cfg['mu']}, c={cfg['c']}; success = label changed at the final iterate; queries@succ = "
                  f"mean queries to the first success over the attacks that succeeded; l1/l2 over successes)")
     return "\n".join(lines)

@@ -3,11 +3,11 @@
     zol2l attack [digits|mnist|cifar10] [--data-root PATH] [--indices 5000:5100 | --count N]
                  [--optimizers zo-sgd,zo-signsgd,zo-adam] [--q Q] [--mu MU] [--steps T] [--trials K]
                  [--seed S] [--device cpu|cuda|auto] [--out DIR] [--lr NAME=VALUE ...] [--budget N] [--c C]
-                 [--target NAME|PATH]
+                 [--target NAME|PATH] [--space tanh|pixel]
     zol2l train-target ARCH DATASET [--epochs E] [--out PATH] [--data-root PATH]
     zol2l targets
     zol2l tune TASK [--optimizers zo-sgd,zo-signsgd,zo-adam] [--trials N] [--steps T] [--seed S] [--device D]
-               [--data-root PATH] [--out PATH] [--ship]
+               [--data-root PATH] [--out PATH] [--ship] [--space tanh|pixel]
 
 ``zol2l attack`` without a dataset runs the embedded default: scikit-learn's 8x8 digits, a small CNN trained on
 the fly (cached), a handful of images, ZO-SGD, ZO-signSGD and ZO-ADAM (plus ZO-LSTM where a pretrained
@@ -46,7 +46,7 @@ def _add_attack(sub) -> None:
                         "plus zo-lstm where a pretrained checkpoint loads)")
     p.add_argument("--q", type=int, default=None, help="query directions per step (default: 10/20/50 for "
                                                        "digits/mnist/cifar10)")
-    p.add_argument("--mu", type=float, default=None, help="smoothing radius of the estimator (default 0.005)")
+    p.add_argument("--mu", type=float, default=None, help="smoothing radius of the estimator (default: 1e-3 in pixel space, 0.005 in tanh space)")
     p.add_argument("--steps", type=int, default=None, help="iterations (default 200)")
     p.add_argument("--trials", type=int, default=None,
                    help="independent runs per image, as extra batch rows (default 3 digits, 10 mnist/cifar10)")
@@ -64,6 +64,11 @@ def _add_attack(sub) -> None:
     p.add_argument("--budget", type=int, default=None, help="query budget per attack (stops a row there)")
     p.add_argument("--c", type=float, default=None, help="distortion weight (default 0.1; cifar10 0.25)")
     p.add_argument("--norm", choices=("l1", "l2"), default="l1", help="distortion penalty (default l1)")
+    p.add_argument("--space", choices=_spaces(), default=None,
+                   help="the attack's variable: pixel (x = clamp(x0 + delta, 0, 1)) or tanh (x = (tanh(w) + 1) / 2); "
+                        "default: the dataset's task's (" + ", ".join(
+                            f"{ds} {kw['space']}" for ds, kw in _dataset_defaults().items()) + "); the fallback "
+                        "lrs and the tuning must be of the same space")
     p.add_argument("--target", default=None,
                    help="target model: mnist-authors, cifar10-staged, mnist-cw, cifar10-cw, digits-cnn, or a "
                         "checkpoint path (default: the dataset's staged model; digits-cnn for digits)")
@@ -78,6 +83,18 @@ def _add_attack(sub) -> None:
                         "synchronisation, else torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_attack)
+
+
+def _spaces() -> tuple:
+    from .zo.problems import SPACES
+
+    return SPACES
+
+
+def _dataset_defaults() -> dict:
+    from .attack import DATASET_DEFAULTS
+
+    return DATASET_DEFAULTS
 
 
 def _add_train(sub) -> None:
@@ -129,6 +146,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--out", default=None, help="output JSON (default runs/tune-<task>.json)")
     p.add_argument("--ship", action="store_true",
                    help="also write zol2l_ext/tuned/<task>.json, the tuning `zol2l attack` uses by default")
+    p.add_argument("--space", choices=_spaces(), default=None,
+                   help="attack tasks: tune in this parameterisation (default: the task's, tasks.TASKS; recorded as "
+                        "config.space, and a run in another space refuses the tuning)")
     p.add_argument("--no-batch", action="store_true",
                    help="run every candidate alone (default: a stage's candidates as one batched problem)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
@@ -203,7 +223,8 @@ def _attack(args) -> int:
     dflt = A.DATASET_DEFAULTS[args.dataset]
     q, steps = args.q or dflt["q"], args.steps or dflt["steps"]
     rows = len(aset.ids) * (args.trials or dflt["trials"])
-    print(f"zol2l attack: {len(aset.ids)} {args.dataset} images ({aset.target.name}) x "
+    space = A.dataset_space(args.dataset, getattr(args, "space", None))
+    print(f"zol2l attack: {len(aset.ids)} {args.dataset} images ({aset.target.name}, {space} space) x "
           f"{rows // len(aset.ids)} trials, optimizers {', '.join(optimizers)}, device {device}; "
           f"{rows} rows x {q + 1} queries x {steps} steps = {rows * (q + 1) * steps:,} model evaluations "
           f"per optimizer", file=sys.stderr)
@@ -213,7 +234,7 @@ def _attack(args) -> int:
                            norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
                            chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
                            target_name=aset.target.name, classes=aset.classes,
-                           optimizer_kwargs=optimizer_kwargs, progress=progress)
+                           optimizer_kwargs=optimizer_kwargs, progress=progress, space=space)
     outcome.results["config"]["lr_source"] = lr_source
     outcome.results["config"]["optimizer_kwargs"] = optimizer_kwargs
     outcome.results["config"]["positions"] = aset.positions
@@ -231,7 +252,8 @@ def _tuned_lrs(args, optimizers, lrs):
     from . import attack as A
     from . import tune as TU
 
-    table, source, tuned_task = TU.resolve_tuning(args.tuned, args.dataset)
+    space = A.dataset_space(args.dataset, getattr(args, "space", None))
+    table, source, tuned_task = TU.resolve_tuning(args.tuned, args.dataset, space=space)
     if table is not None and TU.task_dataset(tuned_task) not in (None, args.dataset):
         print(f"zol2l: note: the tuning {source} was made on task {tuned_task}, not on {args.dataset}",
               file=sys.stderr)
@@ -246,7 +268,7 @@ def _tuned_lrs(args, optimizers, lrs):
             lr_source[name] = source
         elif name in ("zo-lstm", "zo-lstm-no-query", "zo-lstm-guided-es"):
             lr_source[name] = "unused (learned update)"
-        elif A.DEFAULT_LRS.get(args.dataset, {}).get(name) is not None:
+        elif A.default_lrs(args.dataset, space).get(name) is not None:
             lr_source[name] = "attack.DEFAULT_LRS"
         else:
             lr_source[name] = "optimizer default"
@@ -345,13 +367,17 @@ def _tune(args) -> int:
         kw["grid"] = grid
     if fine is not None:
         kw["fine"] = fine
-    print(f"zol2l tune {args.task}: optimizers {', '.join(optimizers)}, trials {args.trials}, device {device}",
-          file=sys.stderr)
-    result = TU.tune_baselines(args.task, optimizers=optimizers, trials=args.trials, steps=args.steps,
+    print(f"zol2l tune {args.task}: optimizers {', '.join(optimizers)}, trials {args.trials}, device {device}"
+          + (f", {args.space} space" if getattr(args, "space", None) else ""), file=sys.stderr)
+    from . import tasks as T
+
+    task = T.task_with(args.task, getattr(args, "space", None))
+    result = TU.tune_baselines(task, optimizers=optimizers, trials=args.trials, steps=args.steps,
                                seed=args.seed, device=device, data_root=args.data_root,
                                progress=not args.no_progress, batch=not args.no_batch, **kw)
     argv = ["zol2l", "tune", args.task, "--optimizers", ",".join(optimizers), "--trials", str(args.trials)]
-    for flag, val in (("--steps", args.steps), ("--seed", args.seed), ("--grid", args.grid), ("--fine", args.fine)):
+    for flag, val in (("--steps", args.steps), ("--seed", args.seed), ("--grid", args.grid), ("--fine", args.fine),
+                      ("--space", getattr(args, "space", None))):
         if val is not None:
             argv += [flag, str(val)]
     result["command"] = " ".join(argv)

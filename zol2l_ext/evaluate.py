@@ -21,8 +21,14 @@ same minibatch for every optimizer at a step). The full-data loss (all n samples
 accuracy are recorded too, and the final-loss criterion uses the full-data loss there (the minibatch final loss
 is a single 64-sample draw; the full-data loss is what the tuning scored, see tune.py).
 
+Attack tasks run in their task's ``space`` (pixel or tanh; `tasks.task_with`, ``zol2l evaluate --space``),
+recorded as ``config.space``; the baselines' tuning must have been made in the same space (`resolve_tuned`).
+Per optimizer the result also keeps per-item mean losses at ``item_steps`` and the final step
+(``per_item_loss_at``) and, for attacks, per-row queries to first success, for the paired criteria.
+
 `quality_criteria(result)` checks the three claims and says where the learned optimizer does not win;
-`write_evaluation(result, out_dir)` writes results.json, loss_curves.png and quality.md.
+`criteria.paired_criteria(result)` the issue's paired, noise-aware criteria; `write_evaluation(result, out_dir)`
+writes results.json, paired_criteria.json, loss_curves.png and quality.md.
 """
 from __future__ import annotations
 
@@ -36,12 +42,15 @@ import torch
 
 from .fileio import atomic_write_json
 
-__all__ = ["FORMAT", "DEFAULT_OPTIMIZERS", "BASELINES", "evaluate_task", "quality_criteria", "write_evaluation",
-           "format_table", "format_criteria", "resolve_learned", "resolve_tuned", "baseline_settings"]
+__all__ = ["FORMAT", "DEFAULT_OPTIMIZERS", "BASELINES", "ITEM_STEPS", "evaluate_task", "quality_criteria",
+           "write_evaluation", "format_table", "format_criteria", "resolve_learned", "resolve_tuned",
+           "baseline_settings"]
 
 FORMAT = "zol2l-evaluation/1"
 BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
 DEFAULT_OPTIMIZERS = BASELINES + ("zo-lstm",)
+#: steps at which evaluate_task keeps per-item mean losses (and the final step): the paired criteria's steps
+ITEM_STEPS = (25, 50, 100, 200)
 #: optimizers whose update is the UpdateRNN's (their lr is not used)
 _LEARNED_UPDATE = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-guided-es")
 
@@ -77,12 +86,14 @@ def resolve_learned(learned, task_name: str):
     return LearnedZO.from_name_or_path(spec), what
 
 
-def resolve_tuned(tuned, task_name: str):
+def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
     """(source dict or None, description, tuned task) of the baselines' tuning.
 
     ``tuned``: None (the task's shipped tuning ``zol2l_ext/tuned/<task>.json`` when there is one), a tuning
     result or `tune.load_tuned` dict, a file path, a task name (its shipped tuning), or "none"/False (no
-    tuning: attack.DEFAULT_LRS of the dataset, else the optimizer's default)."""
+    tuning: attack.DEFAULT_LRS of the dataset and space, else the optimizer's default). ``space``: the run's
+    attack space (None: not an attack, not checked); a tuning made in another space raises a one-line
+    ValueError (`tune.check_tuning_space`; a bare `load_tuned` dict carries no space and is not checked)."""
     from . import tune as TU
 
     if tuned is False or (isinstance(tuned, str) and tuned.lower() in ("none", "off")):
@@ -91,17 +102,25 @@ def resolve_tuned(tuned, task_name: str):
         result = TU.shipped_tuning(task_name)
         if result is None:
             return None, None, None
-        return result, f"shipped tuning zol2l_ext/tuned/{task_name}.json", result.get("task", task_name)
+        source, tuned_task = f"shipped tuning zol2l_ext/tuned/{task_name}.json", result.get("task", task_name)
+        TU.check_tuning_space(TU.tuning_space(result), space, source, tuned_task, task_name)
+        return result, source, tuned_task
     if isinstance(tuned, Mapping):
-        return dict(tuned), "tuning dict", tuned.get("task") if "optimizers" in tuned else None
+        if "optimizers" not in tuned:
+            return dict(tuned), "tuning dict", None
+        TU.check_tuning_space(TU.tuning_space(tuned), space, "tuning dict", tuned.get("task"), task_name)
+        return dict(tuned), "tuning dict", tuned.get("task")
     if isinstance(tuned, os.PathLike):
         tuned = os.fspath(tuned)
-    table, source, tuned_task = TU.resolve_tuning(str(tuned))
+    table, source, tuned_task, result = TU._resolve_tuning(str(tuned), None)
+    if result is not None:
+        TU.check_tuning_space(TU.tuning_space(result), space, source, tuned_task, task_name)
     return table, source, tuned_task
 
 
-def _lr_for(name: str, dataset: str, table, source: Optional[str]):
-    """(lr or None, extra make_optimizer kwargs, lr source) of optimizer ``name``."""
+def _lr_for(name: str, dataset: str, table, source: Optional[str], space: Optional[str] = None):
+    """(lr or None, extra make_optimizer kwargs, lr source) of optimizer ``name`` (``space``: the attack's, for the
+    fallback table; None: the dataset's default)."""
     from . import attack as A
     from . import tune as TU
 
@@ -115,39 +134,53 @@ def _lr_for(name: str, dataset: str, table, source: Optional[str]):
             return float(lr), kw, source
     if name in _LEARNED_UPDATE:
         return None, {}, "unused (learned update)"
-    lr = A.DEFAULT_LRS.get(dataset, {}).get(name)
+    lr = A.default_lrs(dataset, space).get(name)
     if lr is not None:
         return float(lr), {}, "attack.DEFAULT_LRS (untuned)"
     return None, {}, "optimizer default (untuned)"
 
 
-def baseline_settings(name: str, task: str):
-    """(lr or None, extra make_optimizer kwargs, source) of optimizer ``name`` on ``task`` from the task's shipped
-    tuning, else the untuned fallbacks: what `evaluate_task` uses with ``tuned=None``."""
-    from .tasks import get_task
+def baseline_settings(name: str, task, space: Optional[str] = None):
+    """(lr or None, extra make_optimizer kwargs, source) of optimizer ``name`` on ``task`` (a name or a TaskSpec;
+    ``space``: see `tasks.task_with`) from the task's shipped tuning, else the untuned fallbacks: what
+    `evaluate_task` uses with ``tuned=None`` (a shipped tuning of another space raises ValueError)."""
+    from .tasks import task_with
 
-    table, source, _ = resolve_tuned(None, task)
-    return _lr_for(_norm_name(name), get_task(task).dataset, table, source)
+    spec = task_with(task, space)
+    run_space = _run_space(spec)
+    table, source, _ = resolve_tuned(None, spec.name, space=run_space)
+    return _lr_for(_norm_name(name), spec.dataset, table, source, run_space)
+
+
+def _run_space(spec) -> Optional[str]:
+    """The attack space of a task spec (None for a task that is not an attack)."""
+    return spec.space if spec.kind == "attack" else None
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
 def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, trials: int = 10,
                   steps: Optional[int] = None, items: Optional[int] = None, seed: int = 0, learned=None,
                   tuned=None, device: Union[str, torch.device] = "cpu", data_root: Optional[str] = None,
-                  progress: bool = True, optimizer_kwargs: Optional[Dict[str, Dict[str, Any]]] = None
-                  ) -> Dict[str, Any]:
+                  progress: bool = True, optimizer_kwargs: Optional[Dict[str, Dict[str, Any]]] = None,
+                  item_steps: Sequence[int] = ITEM_STEPS) -> Dict[str, Any]:
     """Runs every optimizer on ``items`` x ``trials`` rows of ``task``'s ``part``; returns a JSON-able dict.
 
-    ``task``: a task name or `tasks.TaskSpec`. ``steps``: default the task's horizon. ``items``: the first N
-    items (images / datasets) of the part (None: all). ``learned``: a `LearnedZO`, a .pt path or a pretrained
-    name (default: the task's name; only loaded when a zo-lstm* optimizer runs). ``tuned``: see `resolve_tuned`.
+    ``task``: a task name or `tasks.TaskSpec` (attacks run in its ``space``; `tasks.task_with` picks the other
+    one, and the tuning must be of the same space, see `resolve_tuned`). ``steps``: default the task's horizon.
+    ``items``: the first N items (images / datasets) of the part (None: all). ``learned``: a `LearnedZO`, a .pt
+    path or a pretrained name (default: the task's name; only loaded when a zo-lstm* optimizer runs). ``tuned``:
+    see `resolve_tuned`.
     ``optimizer_kwargs``: {name: extra make_optimizer keyword arguments} (win over the tuned betas).
+    ``item_steps``: the steps (those <= ``steps``; the final step always) at which per-item mean losses are kept
+    for the paired criteria (`criteria.paired_criteria`).
 
     Keys: ``format``, ``task``, ``config`` and ``optimizers`` (per name: lr, lr_source, kwargs, wall_seconds,
     loss_mean / loss_std [steps + 1], loss_std_over, final_loss (mean), final_loss_std, failed_rows; attacks:
     success_rate, ever_success_rate, mean/median queries to first success (over the rows that succeeded),
-    mean_first_success_step, mean_l1 / mean_l2 (of successes); binary: final_loss_full, final_loss_full_std,
-    accuracy, initial_loss_full), ``wall_seconds``, ``created``."""
+    mean_first_success_step, mean_l1 / mean_l2 (of successes), first_success_queries (per row, -1: never);
+    binary: final_loss_full, final_loss_full_std, accuracy, initial_loss_full, per_item_final_loss_full;
+    per_item_loss_at: {step: per-item mean over trials of the loss}), ``wall_seconds``, ``created``. Attacks
+    record ``config.space``."""
     from . import attack as A
     from . import tasks as T
     from .zo.optimizers import OPTIMIZER_NAMES
@@ -176,7 +209,8 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
         model, learned_desc = resolve_learned(learned, spec.name)
         learned_meta = {k: v for k, v in dict(getattr(model, "meta", {}) or {}).items()
                         if isinstance(v, (str, int, float, bool))}
-    table, tuned_source, tuned_task = resolve_tuned(tuned, spec.name)
+    run_space = _run_space(spec)
+    table, tuned_source, tuned_task = resolve_tuned(tuned, spec.name, space=run_space)
 
     td = T.load_task(spec, part, data_root=data_root, device=dev)
     n_all = len(td)
@@ -204,8 +238,8 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
     }
     if attack:
         pos = spec.positions(part)[:n_items]
-        config.update(c=spec.c, positions=[pos[0], pos[-1] + 1], target=td.target_name, output=td.output,
-                      labels=[int(v) for v in td.labels[:n_items]])
+        config.update(space=spec.space, c=spec.c, positions=[pos[0], pos[-1] + 1], target=td.target_name,
+                      output=td.output, labels=[int(v) for v in td.labels[:n_items]])
         config["loss"] = "attack loss max{F_t0 - max_j F_j, 0} + c ||x - x0||_1 (DESIGN.md)"
     else:
         config.update(seeds=list(td.seeds[:n_items]), n=spec.n, minibatch=spec.minibatch)
@@ -217,7 +251,7 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
     result: Dict[str, Any] = {"format": FORMAT, "task": spec.name, "config": config, "optimizers": {}}
     extra_kw = {_norm_name(k): dict(v) for k, v in (optimizer_kwargs or {}).items()}
     for name in names:
-        lr, kw, source = _lr_for(name, spec.dataset, table, tuned_source)
+        lr, kw, source = _lr_for(name, spec.dataset, table, tuned_source, run_space)
         kw.update(extra_kw.get(name, {}))
         if "lr" in kw:
             lr = float(kw.pop("lr"))
@@ -227,7 +261,7 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
         res = minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, progress=progress,
                        track_success=track, desc=name)
         wall = time.perf_counter() - t0
-        entry = _summarize(res, trials, n_items)
+        entry = _summarize(res, trials, n_items, item_steps)
         entry = {"lr": lr if lr is not None else (getattr(opt, "lr", None) if name not in _LEARNED_UPDATE else None),
                  "lr_source": source, "kwargs": {k: v for k, v in kw.items() if isinstance(v, (int, float, str))},
                  "wall_seconds": round(wall, 3), **entry}
@@ -256,7 +290,7 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
     return result
 
 
-def _summarize(res, trials: int, items: int) -> Dict[str, Any]:
+def _summarize(res, trials: int, items: int, item_steps: Sequence[int] = ITEM_STEPS) -> Dict[str, Any]:
     from .attack import forward_fill
 
     L = forward_fill(res.loss.double().cpu())  # [T+1, R]
@@ -275,6 +309,9 @@ def _summarize(res, trials: int, items: int) -> Dict[str, Any]:
         "final_loss_std": _f(std[-1]),
         "per_item_final_loss": _list(per[-1].mean(0)),
         "per_trial_final_loss": _list(item_mean[-1]),
+        # per-item means over trials at a few steps, for the paired criteria (criteria.py)
+        "per_item_loss_at": {str(t): _list(per[t].mean(0)) for t in
+                             sorted({int(t) for t in item_steps if 1 <= int(t) < T1} | {T1 - 1})},
         "failed_rows": int(res.failed.sum()),
     }
     if res.has_success:
@@ -288,6 +325,8 @@ def _summarize(res, trials: int, items: int) -> Dict[str, Any]:
             median_queries_to_success=_f(fq.median()) if ever.any() else None,
             mean_first_success_step=_f(fs.mean()) if ever.any() else None,
             mean_queries=_f(res.queries.double().mean()),
+            # per row (row = trial * items + item), -1 where the row never succeeded: paired query comparisons
+            first_success_queries=[int(v) for v in res.first_success_queries.cpu().tolist()],
         )
     return out
 
@@ -532,16 +571,25 @@ def plot_curves(result: Mapping[str, Any], path: str, from_step: Optional[int] =
 
 
 def write_evaluation(result: Dict[str, Any], out_dir: str, criteria: Optional[Dict[str, Any]] = None,
-                     from_step: int = 50) -> Dict[str, str]:
-    """results.json (the result with its ``criteria``), loss_curves.png and quality.md in ``out_dir``."""
+                     from_step: int = 50, paired: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """results.json (the result with its ``criteria`` and ``paired_criteria``), paired_criteria.json (the paired
+    criteria alone, `criteria.paired_criteria`), loss_curves.png and quality.md in ``out_dir``."""
+    from .criteria import format_paired, paired_criteria
+
     os.makedirs(out_dir, exist_ok=True)
     if criteria is None:
         criteria = result.get("criteria") or quality_criteria(result, from_step=from_step)
+    if paired is None:
+        paired = result.get("paired_criteria") or paired_criteria(result)
     result["criteria"] = criteria
+    result["paired_criteria"] = paired
     paths = {"results": os.path.join(out_dir, "results.json"),
+             "paired_criteria": os.path.join(out_dir, "paired_criteria.json"),
              "loss_curves": os.path.join(out_dir, "loss_curves.png"),
              "quality": os.path.join(out_dir, "quality.md")}
     atomic_write_json(result, paths["results"])
+    atomic_write_json({"task": result.get("task"), "config": result.get("config"), **paired},
+                      paths["paired_criteria"])
     plot_curves(result, paths["loss_curves"], from_step=criteria.get("from_step", from_step))
     cfg = result["config"]
     if cfg.get("kind") == "attack":
@@ -549,7 +597,8 @@ def write_evaluation(result: Dict[str, Any], out_dir: str, criteria: Optional[Di
                 f"correct {cfg['dataset']} test images; target {cfg.get('target')})")
     else:
         what = f"{cfg['items']} datasets (seeds {', '.join(map(str, cfg.get('seeds', [])))})"
-    md = [f"# Evaluation of {result['task']} ({cfg['part']} part)", "",
+    space = f", {cfg['space']} space" if cfg.get("space") else ""
+    md = [f"# Evaluation of {result['task']} ({cfg['part']} part{space})", "",
           f"{what} x {cfg['trials']} trials, {cfg['steps']} steps, q = {cfg['q']}, mu = {cfg['mu']}, seed "
           f"{cfg['seed']}, device {cfg['device']}; the same initial point and seed for every optimizer.",
           f"Learned optimizer: {cfg.get('learned') or '-'}. Baselines' tuning: {cfg.get('tuned') or 'none'}"
@@ -561,6 +610,7 @@ def write_evaluation(result: Dict[str, Any], out_dir: str, criteria: Optional[Di
            "Success: label changed at the final iterate (ever: at any iterate); queries: mean over the rows that "
            "succeeded. ± : std over trials of the item-mean." if cfg.get("has_success") else
            "± : std over trials of the item-mean.", "", "## Criteria", "", format_criteria(criteria), "",
+           "## Paired criteria", "", format_paired(paired), "",
            f"({result.get('wall_seconds', 0):.1f} s, {result.get('created', '')})", ""]
     with open(paths["quality"] + ".tmp", "w") as f:
         f.write("\n".join(md))

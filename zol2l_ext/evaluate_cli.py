@@ -17,8 +17,12 @@ def add_parser(sub) -> None:
                                    "points with the same seed, items x trials rows at once, and checks the issue's "
                                    "criteria: ZO-LSTM's mean loss curve below every baseline's from --from-step on, "
                                    "its final mean loss the lowest, its mean queries to first success fewer than "
-                                   "the best baseline's (attacks). Writes results.json, loss_curves.png and "
-                                   "quality.md into --out and prints the table and the verdicts.")
+                                   "the best baseline's (attacks); then the paired criteria (criteria.py): "
+                                   "significantly lower per-item loss than every baseline at steps 25, 50, 100, "
+                                   "200 and the last, <= 0.8 x the best baseline's queries to first success, a "
+                                   "success rate not below it, and the QueryRNN's gain over zo-lstm-no-query. "
+                                   "Writes results.json, paired_criteria.json, loss_curves.png and quality.md "
+                                   "into --out and prints the table and the verdicts.")
     p.add_argument("task", choices=TASK_NAMES)
     p.add_argument("--part", default="test", help="the task's part: test (default), val, train, tune")
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
@@ -35,12 +39,28 @@ def add_parser(sub) -> None:
                         "tuning (default: the task's own, zol2l_ext/tuned/TASK.json, where it exists; else "
                         "attack.DEFAULT_LRS / the optimizer defaults, marked untuned); 'none': no tuning")
     p.add_argument("--from-step", type=int, default=50, help="the curve criterion's first step (default 50)")
+    p.add_argument("--space", choices=_spaces(), default=None,
+                   help="attack tasks: the attack's parameterisation, pixel or tanh (default: the task's, "
+                        + ", ".join(f"{t.name} {t.space}" for t in _attack_tasks()) + "); the baselines' tuning "
+                        "must have been made in it")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--data-root", default=None, help=f"data folder for mnist/cifar tasks (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _spaces() -> tuple:
+    from .zo.problems import SPACES
+
+    return SPACES
+
+
+def _attack_tasks() -> list:
+    from .tasks import TASKS
+
+    return [t for t in TASKS.values() if t.kind == "attack"]
 
 
 def cmd_evaluate(args) -> int:
@@ -53,24 +73,31 @@ def cmd_evaluate(args) -> int:
 def _evaluate(args) -> int:
     from . import attack as A
     from . import evaluate as E
+    from . import tasks as T
+    from .criteria import format_paired, paired_criteria
 
     t_start = time.perf_counter()
     device = A.resolve_device(args.device)
     optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
     print(f"zol2l evaluate {args.task} ({args.part}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
           file=sys.stderr)
-    result = E.evaluate_task(args.task, part=args.part, optimizers=optimizers, trials=args.trials, steps=args.steps,
+    task = T.task_with(args.task, getattr(args, "space", None))
+    result = E.evaluate_task(task, part=args.part, optimizers=optimizers, trials=args.trials, steps=args.steps,
                              items=args.items, seed=args.seed, learned=args.learned, tuned=args.tuned,
                              device=device, data_root=args.data_root, progress=not args.no_progress)
     result["command"] = "zol2l evaluate " + " ".join(getattr(args, "argv", []) or [args.task])
     criteria = E.quality_criteria(result, from_step=args.from_step)
+    paired = paired_criteria(result)
     out = args.out or os.path.join("runs", f"eval-{args.task}")
-    paths = E.write_evaluation(result, out, criteria=criteria)
+    paths = E.write_evaluation(result, out, criteria=criteria, paired=paired)
     cfg = result["config"]
     print(f"learned: {cfg.get('learned') or '-'}; tuning: {cfg.get('tuned') or 'none'}"
-          + (f" ({cfg['tuned_note']})" if cfg.get("tuned_note") else ""))
+          + (f" ({cfg['tuned_note']})" if cfg.get("tuned_note") else "")
+          + (f"; {cfg['space']} space" if cfg.get("space") else ""))
     print(E.format_table(result))
     print()
     print(E.format_criteria(criteria))
+    print()
+    print(format_paired(paired))
     print(f"wrote {', '.join(paths.values())} ({time.perf_counter() - t_start:.1f} s)")
     return 0

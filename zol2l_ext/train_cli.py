@@ -13,6 +13,9 @@ from . import data as D
 DEFAULT_BATCH = {1: 10, 2: 2}
 # The transfer factor alpha (DESIGN.md: "scale the UpdateRNN output by a factor alpha tuned on that task").
 ALPHA_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+# The starting step of a fresh scale-free (scaling="rms") optimizer, in units of the normalised estimate: the
+# step of normalised ZO-SGD that the untrained network is. Wide, because it is in the problem's own units.
+STEP_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -> tuple[float, dict]:
@@ -27,8 +30,7 @@ def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -
     scores = {}
     for a in grid:
         m = copy.deepcopy(model)
-        with torch.no_grad():
-            m.update.lstm.w_out.mul_(a)
+        m.scale_update(a)
         scores[a] = evaluate_learned(m, problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
                                      use_query=cfg.stage == 2, query_prob=cfg.query_prob,
                                      seed=cfg.seed + 7919)["final_loss"]
@@ -60,7 +62,22 @@ def add_parser(sub) -> None:
     p.add_argument("--mu", type=float, default=None)
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 stage 1, 5e-3 stage 2)")
     p.add_argument("--lam", type=float, default=0.005, help="eq. 4's lambda (stage 2)")
-    p.add_argument("--clip", type=float, default=1.0, help="meta-gradient clipped to [-clip, clip]")
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="meta-gradient clipping threshold (global norm, or elementwise with --clip-mode value)")
+    p.add_argument("--clip-mode", choices=("norm", "value"), default="norm",
+                   help="clip the meta-gradient by its global norm (default) or each entry to [-clip, clip] "
+                        "(the reference code's)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="do not divide each problem's meta-loss by its starting loss (eq. 4 as written)")
+    p.add_argument("--space", choices=("tanh", "pixel"), default=None,
+                   help="attack tasks: the variable's parameterisation (default: the task's)")
+    p.add_argument("--scaling", choices=("rms", "none"), default="rms",
+                   help="a fresh model's scaling: 'rms' (scale-free inputs, learned step over a normalised "
+                        "ZO-SGD step) or 'none' (the reference code's raw input and output)")
+    p.add_argument("--step", default="auto",
+                   help="a fresh 'rms' model's starting step: a number, or 'auto' to pick it from "
+                        f"{{{', '.join(f'{a:g}' for a in STEP_GRID)}}} by the untrained model's mean final "
+                        "loss on the held-out problems")
     p.add_argument("--objective", choices=("eq4", "reference"), default="eq4")
     p.add_argument("--zo-mu", type=float, default=1e-3, help="central-difference radius (zeroth-order mode)")
     p.add_argument("--zo-chunk", type=int, default=None, help="coordinates per call of the central differences")
@@ -99,12 +116,13 @@ def _train(args) -> int:
     from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
     from .zo.meta_trainer import MetaTrainConfig, MetaTrainer
 
-    spec = T.get_task(args.task)
+    spec = T.task_with(args.task, args.space)
     cfg = MetaTrainConfig(
         task=spec.name, stage=args.stage, grad_mode=args.grad_mode, epochs=args.epochs,
         updates_per_epoch=args.updates_per_epoch, batch=args.batch or DEFAULT_BATCH[args.stage],
         horizon=args.horizon or spec.horizon, unroll=args.unroll or spec.unroll, q=args.q or spec.q,
-        mu=args.mu or spec.mu, lam=args.lam, clip=args.clip, objective=args.objective, zo_mu=args.zo_mu,
+        mu=args.mu or spec.mu, lam=args.lam, clip=args.clip, clip_mode=args.clip_mode,
+        normalize=not args.no_normalize, objective=args.objective, zo_mu=args.zo_mu,
         zo_chunk=args.zo_chunk, val_steps=args.val_steps, val_trials=args.val_trials, seed=args.seed)
     if args.lr is not None:
         if args.stage == 1:
@@ -121,8 +139,16 @@ def _train(args) -> int:
     elif args.stage == 2:
         print("zol2l train: stage 2 without --init trains the QueryRNN next to an untrained UpdateRNN "
               "(pass the stage-1 best.pt)", file=sys.stderr)
+    fresh_step = None
     if model is None:
-        model = LearnedZO()
+        if args.scaling == "rms" and str(args.step).lower() != "auto":
+            try:
+                fresh_step = float(args.step)
+            except ValueError as e:
+                raise ValueError(f"--step must be a number or 'auto', got {args.step!r}") from e
+        model = LearnedZO(scaling=args.scaling, step=fresh_step or 1.0)
+        if args.scaling == "rms" and fresh_step is None and not args.resume:
+            args.update_scale = "auto"  # the fresh model's step is picked like a transfer factor, from STEP_GRID
     out = args.out or os.path.join("runs", f"train-{spec.name}-stage{args.stage}")
     device = torch.device(args.device)
     train = T.load_task(spec, "train", data_root=args.data_root, device=device)
@@ -133,7 +159,8 @@ def _train(args) -> int:
         if resuming:
             alpha = 1.0  # the checkpoint's weights already carry the alpha picked at the start
         else:
-            alpha, scores = pick_update_scale(model.to(device), val, cfg, progress=not args.no_progress)
+            grid = STEP_GRID if args.init is None and model.scaling == "rms" else ALPHA_GRID
+            alpha, scores = pick_update_scale(model.to(device), val, cfg, grid=grid, progress=not args.no_progress)
             meta["alpha_scores"] = {f"{a:g}": v for a, v in scores.items()}
     else:
         try:
@@ -141,8 +168,7 @@ def _train(args) -> int:
         except ValueError as e:
             raise ValueError(f"--update-scale must be a number or 'auto', got {args.update_scale!r}") from e
     if alpha != 1.0 and not resuming:
-        with torch.no_grad():
-            model.update.lstm.w_out.mul_(alpha)
+        model.scale_update(alpha)
         meta["update_scale_applied"] = float(alpha)
         print(f"zol2l train: UpdateRNN output scaled by alpha = {alpha:g}", file=sys.stderr)
     trainer = MetaTrainer(cfg, train, val, model=model, out_dir=out, device=device,

@@ -28,6 +28,11 @@ make_optimizer instead.
 
 Results are JSON-able (`save_tuning` / `load_tuned` / `tuned_kwargs`); files shipped with the package are
 ``zol2l_ext/tuned/<task>.json`` (`shipped_tuning`), which ``zol2l attack`` uses by default.
+
+Spaces: an attack is tuned in its task's parameterisation (``TaskSpec.space``; `tasks.task_with` for the other
+one, ``zol2l tune TASK --space S``) and the result records it as ``config.space``. Learning rates do not carry
+over between the spaces (tanh-space steps are ~100x larger), so `check_tuning_space` refuses to apply a tuning
+to a run in another space; attack tunings without ``config.space`` predate the choice and are tanh-space.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .attack import DATASET_TASKS  # the attack dataset -> its task (whose shipped tuning attack uses)
 from .zo.estimator import gaussian_estimate
 from .zo.optimizers import ZOOptimizer, make_optimizer
 
@@ -51,7 +57,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "TUNABLE", "DEFAULT_GRID", "DEFAULT_FINE", "ADAM_BETAS", "TUNED_DIR", "DATASET_TASKS", "FORMAT",
     "tune_baselines", "save_tuning", "load_tuned", "tuned_kwargs", "shipped_tuning", "shipped_path",
-    "resolve_tuning", "task_dataset", "format_tuning",
+    "resolve_tuning", "task_dataset", "format_tuning", "tuning_space", "check_tuning_space",
 ]
 
 FORMAT = "zol2l-tuning/1"
@@ -61,8 +67,6 @@ DEFAULT_FINE = (1 / 3, 1 / 2, 2.0, 3.0)
 ADAM_BETAS = tuple((b1, b2) for b1 in (0.9, 0.99) for b2 in (0.99, 0.996, 0.999))
 ADAM_DEFAULT_BETAS = (0.9, 0.996)  # make_optimizer("zo-adam")'s defaults, used by the coarse stage
 TUNED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned")
-#: the attack dataset -> the task whose shipped tuning `zol2l attack` uses by default
-DATASET_TASKS = {"digits": "digits-attack", "mnist": "mnist-attack", "cifar10": "cifar-attack"}
 
 
 # ------------------------------------------------------------------------------------ row-wise optimizer
@@ -218,7 +222,8 @@ def tune_baselines(task, optimizers: Sequence[str] = TUNABLE, trials: int = 2, s
         "device": str(dev), "batched": bool(batch), "torch": str(torch.__version__),
     }
     if attack:
-        config.update(c=spec.c, positions=spec.positions("tune"), target=td.target_name, output=td.output)
+        config.update(space=spec.space, c=spec.c, positions=spec.positions("tune"), target=td.target_name,
+                      output=td.output)
     else:
         config.update(seeds=list(td.seeds), n=spec.n, minibatch=spec.minibatch)
 
@@ -413,24 +418,64 @@ def task_dataset(task: Optional[str]) -> Optional[str]:
     return TASKS[task].dataset if task in TASKS else None
 
 
-def resolve_tuning(spec: Optional[str], dataset: Optional[str] = None):
+def tuning_space(result: Dict[str, Any]) -> Optional[str]:
+    """The attack space a tuning result was made in: its ``config.space``; "tanh" for an attack tuning without
+    one (written before the space was selectable, all tanh-space); None for a tuning of a non-attack task."""
+    cfg = result.get("config") or {}
+    if cfg.get("space"):
+        return str(cfg["space"])
+    kind = cfg.get("kind")
+    if kind is None:
+        from .tasks import TASKS
+
+        task = result.get("task")
+        kind = TASKS[task].kind if task in TASKS else None
+    if kind is not None and kind != "attack":
+        return None
+    return "tanh"
+
+
+def check_tuning_space(tuned_space: Optional[str], run_space: Optional[str], source: Optional[str],
+                       task: Optional[str], run_task: Optional[str] = None) -> None:
+    """ValueError (one line) when a tuning made in ``tuned_space`` would drive a run in ``run_space``; nothing
+    when either is None (not an attack) or they agree."""
+    if tuned_space is None or run_space is None or tuned_space == run_space:
+        return
+    fix_task = task or run_task or "TASK"
+    raise ValueError(f"{source or 'the tuning'} (task {task or '?'}) was made in {tuned_space} space, this run is "
+                     f"in {run_space} space, and learning rates do not carry over: re-tune with `zol2l tune "
+                     f"{fix_task} --space {run_space}` (--ship: the new default) or pass --tuned none (or --space "
+                     f"{tuned_space})")
+
+
+def resolve_tuning(spec: Optional[str], dataset: Optional[str] = None, space: Optional[str] = None):
     """(table, source, task) for ``zol2l attack --tuned``.
 
     ``spec``: a tuning file path, a task name (its shipped tuning), "none" (no tuning), or None (the shipped
     tuning of ``dataset``'s task if there is one, else no tuning). ``table`` is a `load_tuned` dict (None
-    without tuning), ``source`` says where it came from and ``task`` is the task it was tuned on."""
+    without tuning), ``source`` says where it came from and ``task`` is the task it was tuned on. ``space``: the
+    run's attack space (None: not checked); a tuning made in another space raises ValueError
+    (`check_tuning_space`)."""
+    table, source, task, result = _resolve_tuning(spec, dataset)
+    if result is not None:
+        check_tuning_space(tuning_space(result), space, source, task, DATASET_TASKS.get(dataset or ""))
+    return table, source, task
+
+
+def _resolve_tuning(spec: Optional[str], dataset: Optional[str]):
+    """`resolve_tuning`'s (table, source, task) and the tuning result itself (None without tuning)."""
     if spec is not None and str(spec).lower() in ("none", "off", "default"):
-        return None, None, None
+        return None, None, None, None
     if spec is None:
         task = DATASET_TASKS.get(dataset or "")
         result = None if task is None else shipped_tuning(task)
         if result is None:
-            return None, None, None
-        return _chosen(result), f"shipped tuning zol2l_ext/tuned/{task}.json", result.get("task", task)
+            return None, None, None, None
+        return _chosen(result), f"shipped tuning zol2l_ext/tuned/{task}.json", result.get("task", task), result
     spec = str(spec)
     if os.path.isfile(spec):
         result = _read(spec)
-        return _chosen(result), f"tuning file {spec}", result.get("task")
+        return _chosen(result), f"tuning file {spec}", result.get("task"), result
     if spec.endswith(".json") or os.sep in spec:
         raise FileNotFoundError(f"--tuned {spec!r}: no such file")
     from .tasks import TASKS
@@ -441,7 +486,7 @@ def resolve_tuning(spec: Optional[str], dataset: Optional[str] = None):
     if result is None:
         raise FileNotFoundError(f"--tuned {spec}: no shipped tuning for task {spec} (zol2l_ext/tuned/{spec}.json; "
                                 f"make one with `zol2l tune {spec} --ship`)")
-    return _chosen(result), f"shipped tuning zol2l_ext/tuned/{spec}.json", result.get("task", spec)
+    return _chosen(result), f"shipped tuning zol2l_ext/tuned/{spec}.json", result.get("task", spec), result
 
 
 def format_tuning(result: Dict[str, Any]) -> str:
@@ -476,7 +521,8 @@ def format_tuning(result: Dict[str, Any]) -> str:
         sr = f", success {100 * entry['success_rate']:.1f}%" if entry.get("success_rate") is not None else ""
         lines.append(f"{name}: lr (delta) {entry['lr']:g}{extra}  (score {entry['score']:.4f}{sr}; "
                      f"{len(entry['candidates'])} candidates, {entry['wall_seconds']:.1f} s)")
-    what = (f"{cfg['items']} images (positions {cfg['positions'][0]}..{cfg['positions'][-1]})" if attack else
+    what = (f"{cfg['items']} images (positions {cfg['positions'][0]}..{cfg['positions'][-1]}, "
+            f"{cfg.get('space', 'tanh')} space)" if attack else
             f"{cfg['items']} datasets")
     lines.append(f"({result['task']}: {what} x {cfg['trials']} trials, {cfg['steps']} steps, q={cfg['q']}, "
                  f"mu={cfg['mu']}, seed {cfg['seed']}; score = {cfg['score']}; {result['wall_seconds']:.1f} s)")

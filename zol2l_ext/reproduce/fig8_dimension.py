@@ -1,15 +1,15 @@
 """Fig. 8 and App. C.1: iterations to the first successful attack vs the dimension of the optimized variable.
 
 The MNIST attack with its perturbation optimized at a lower resolution h x w in {28x28, 21x28, 14x28, 14x14,
-7x14, 7x7} (d = h * w): the variable is a low-resolution offset delta of the attack's tanh-space variable, upsampled
-bilinearly (``F.interpolate``, align_corners=False) to 28 x 28 before the black box, w = w0 + up(delta) and
-x = (tanh(w) + 1) / 2 (`zo.problems.AttackProblem` with ``upsample_from``), so delta = 0, the initial point, is
-the clean image at every d. ZO-SGD (the task's tuned lr) and ZO-LSTM-no-update (the pretrained QueryRNN of the
-task's ZO-LSTM with the ZO-SGD update at the same lr; coordinate step lr / d for both) attack the first ``items``
-test images, ``trials`` trials each, from the same point with the same seed; every row stops at its first
-success (at most ``steps`` steps, q of the task). Per d and optimizer: the success rate and the mean iterations
-to first success, over all rows with an unsuccessful row counted as ``steps`` (the primary number) and over the
-successful rows only. The tiny scale runs the 8 x 8 digits attack at 8x8, 4x8 and 4x4.
+7x14, 7x7} (d = h * w): the variable is a low-resolution offset delta, upsampled bilinearly (``F.interpolate``,
+align_corners=False) to 28 x 28 before the black box and added in the task's space (`zo.problems.AttackProblem`
+with ``upsample_from`` and ``space``): pixel x = clamp(x0 + up(delta), 0, 1), tanh w = w0 + up(delta) and
+x = (tanh(w) + 1) / 2; so delta = 0, the initial point, is the clean image at every d. ZO-SGD (the task's tuned
+lr, of the same space) and ZO-LSTM-no-update (the pretrained QueryRNN of the task's ZO-LSTM with the ZO-SGD
+update at the same lr; coordinate step lr / d for both) attack the first ``items`` test images, ``trials``
+trials each, from the same point with the same seed; every row stops at its first success (at most ``steps``
+steps, q of the task). Per d and optimizer: the success rate and the mean iterations to first success, over all
+rows with an unsuccessful row counted as ``steps`` (the primary number) and over the successful rows only. The tiny scale runs the 8 x 8 digits attack at 8x8, 4x8 and 4x4.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def build_problem(td, rows: int, trials: int, resolution, device) -> Any:
     up = None if resolution is None or tuple(resolution) == (H, W) else tuple(int(v) for v in resolution)
     chunk = 16384 if torch.device(device).type == "cuda" else 4096
     return AttackProblem(td.model.to(device), images, labels, c=spec.c, output=td.output, chunk_size=chunk,
-                         upsample_from=up)
+                         upsample_from=up, space=spec.space)
 
 
 def _one(ctx, td, resolution, name: str, lr: float, learned) -> Dict[str, Any]:
@@ -91,20 +91,20 @@ def run(ctx) -> Dict[str, Any]:
     if p.get("lr") is not None:
         lr, src = float(p["lr"]), "parameter lr"
     else:
-        lr, _, src = baseline_settings("zo-sgd", p["task"])
+        lr, _, src = baseline_settings("zo-sgd", spec)
     learned, learned_desc = resolve_learned(p["learned"], spec.name)
     td = load_task(spec, "test", data_root=ctx.data_root, device=ctx.device)
     ctx.log(f"{spec.name}: {p['items']} image(s) x {p['trials']} trial(s), up to {p['steps']} steps, q {spec.q}; "
             f"lr {lr} ({src}) for both optimizers; QueryRNN of {learned_desc}")
-    out: Dict[str, Any] = {"task": spec.name, "q": spec.q, "mu": spec.mu, "steps": p["steps"], "lr": lr,
-                           "lr_source": src,
-                           "learned": learned_desc, "image_shape": list(td.images.shape[1:]), "resolutions": []}
+    out: Dict[str, Any] = {"task": spec.name, "space": spec.space, "q": spec.q, "mu": spec.mu, "steps": p["steps"],
+                           "lr": lr, "lr_source": src, "learned": learned_desc,
+                           "image_shape": list(td.images.shape[1:]), "resolutions": []}
     for resolution in p["resolutions"]:
         h, w = int(resolution[0]), int(resolution[1])
         entry = {"resolution": [h, w], "optimizers": {}}
         for name in OPTIMIZERS:
-            spec_key = {"task": spec.name, "learned": str(p["learned"]), "res": [h, w], "opt": name, "lr": lr,
-                        "items": p["items"], "trials": p["trials"], "steps": p["steps"]}
+            spec_key = {"task": spec.name, "space": spec.space, "learned": str(p["learned"]), "res": [h, w],
+                        "opt": name, "lr": lr, "items": p["items"], "trials": p["trials"], "steps": p["steps"]}
             entry["optimizers"][name] = ctx.cached(f"{spec.name}-{h}x{w}-{name}", spec_key,
                                                    lambda n=name: _one(ctx, td, (h, w), n, lr, learned))
         entry["dim"] = entry["optimizers"][OPTIMIZERS[0]]["dim"]
