@@ -34,7 +34,7 @@ RMS_EPS = 1e-30  # lstm_optimizer.RMS_EPS, written out so the replay does not bo
 
 def _cfg(**kw):
     base = dict(task="meta-gradient", batch=B, epochs=1, updates_per_epoch=1, horizon=2 * UNROLL, unroll=UNROLL,
-                q=Q, mu=MU, lam=0.05, clip=1.0, grad_mode="first-order")
+                q=Q, mu=MU, lam=0.05, clip=1.0, grad_mode="first-order", weighting="linear")
     base.update(kw)
     return MetaTrainConfig(**base)
 
@@ -142,10 +142,11 @@ def _replay(P, problem, theta0, st0, f_start, t_first, cfg, use_query, rms_beta,
         f_new = f(theta)
         if f_start is None:
             f_start = f0.detach()
-        total = total + t * f_new + reg  # eq. 4: weight t, the 1-based step number within the horizon
+        wt = t if cfg.weighting == "linear" else 1  # eq. 4: weight t, the 1-based step number within the horizon
+        total = total + wt * f_new + reg
         if use_query and recording:
             g_prev, dt_prev = g.detach(), delta.detach()
-    W = sum(range(1, cfg.horizon + 1))
+    W = sum(range(1, cfg.horizon + 1)) if cfg.weighting == "linear" else cfg.horizon
     if cfg.normalize:
         total = total / (W * f_start.abs())
     return total.mean(), rec, theta, f_start
@@ -411,3 +412,14 @@ def test_normalised_loss_is_invariant_to_the_value_scale(stage):
     else:
         assert float(reg1) > 0
         torch.testing.assert_close(regc, reg1 / c, rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_uniform_weighting_replay(stage):
+    """weighting="uniform" (w_t = 1, normaliser W = horizon): the independent replay gives window_loss's loss,
+    and it differs from eq. 4's."""
+    w = _window(stage, 1, cfg=_cfg(stage=stage, weighting="uniform"))
+    loss, _, _, _ = _run_replay(w, _weights(w["model"]))
+    torch.testing.assert_close(loss, w["loss"], rtol=1e-12, atol=0)
+    linear = _window(stage, 1)
+    assert not torch.allclose(linear["loss"], w["loss"])

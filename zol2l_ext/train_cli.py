@@ -19,23 +19,24 @@ STEP_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -> tuple[float, dict]:
-    """The alpha of ``grid`` whose scaled UpdateRNN has the lowest mean final loss on ``val`` (test-time run)."""
+    """The alpha of ``grid`` whose scaled UpdateRNN has the lowest held-out meta-objective (the mean loss curve
+    weighted as ``cfg.weighting``; eq. 4's linear weights favour the late steps) on ``val`` (test-time run)."""
     import copy
 
     import torch
 
-    from .zo.meta_trainer import evaluate_learned
+    from .zo.meta_trainer import evaluate_learned, weighted_curve_mean
 
     problem = val.make(None, repeat=cfg.val_trials)
     scores = {}
     for a in grid:
         m = copy.deepcopy(model)
         m.scale_update(a)
-        scores[a] = evaluate_learned(m, problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
-                                     use_query=cfg.stage == 2, query_prob=cfg.query_prob,
-                                     seed=cfg.seed + 7919)["final_loss"]
+        curve = evaluate_learned(m, problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
+                                 use_query=cfg.stage == 2, query_prob=cfg.query_prob, seed=cfg.seed + 7919)["curve"]
+        scores[a] = weighted_curve_mean(curve, cfg.weighting)
         if progress:
-            print(f"zol2l train: alpha {a:g}: held-out mean final loss {scores[a]:.4g}", file=sys.stderr)
+            print(f"zol2l train: alpha {a:g}: held-out objective ({cfg.weighting}) {scores[a]:.4g}", file=sys.stderr)
     best = min(scores, key=lambda a: scores[a])
     return best, scores
 
@@ -78,7 +79,13 @@ def add_parser(sub) -> None:
                    help="a fresh 'rms' model's starting step: a number, or 'auto' to pick it from "
                         f"{{{', '.join(f'{a:g}' for a in STEP_GRID)}}} by the untrained model's mean final "
                         "loss on the held-out problems")
-    p.add_argument("--objective", choices=("eq4", "reference"), default="eq4")
+    p.add_argument("--objective", choices=("eq4", "reference"), default="eq4",
+                   help="eq. 4's sum of w_t f(theta_t), or the reference code's w_t (f_t - f_{t-1}) with f_{t-1} "
+                        "detached (the same meta-gradient; only the logged value differs)")
+    p.add_argument("--weighting", choices=("linear", "uniform"), default="uniform",
+                   help="w_t of the meta-objective: t (eq. 4, the late steps weigh most) or 1 (uniform: the area "
+                        "under the loss curve, the default: early progress, which decides the queries to a "
+                        "first success, counts as much as the end)")
     p.add_argument("--zo-mu", type=float, default=1e-3, help="central-difference radius (zeroth-order mode)")
     p.add_argument("--zo-chunk", type=int, default=None, help="coordinates per call of the central differences")
     p.add_argument("--val-trials", type=int, default=1)
@@ -122,7 +129,7 @@ def _train(args) -> int:
         updates_per_epoch=args.updates_per_epoch, batch=args.batch or DEFAULT_BATCH[args.stage],
         horizon=args.horizon or spec.horizon, unroll=args.unroll or spec.unroll, q=args.q or spec.q,
         mu=args.mu or spec.mu, lam=args.lam, clip=args.clip, clip_mode=args.clip_mode,
-        normalize=not args.no_normalize, objective=args.objective, zo_mu=args.zo_mu,
+        normalize=not args.no_normalize, weighting=args.weighting, objective=args.objective, zo_mu=args.zo_mu,
         zo_chunk=args.zo_chunk, val_steps=args.val_steps, val_trials=args.val_trials, seed=args.seed)
     if args.lr is not None:
         if args.stage == 1:
@@ -191,8 +198,9 @@ def _train(args) -> int:
               f"rerun with --resume to continue", file=sys.stderr)
         return 130
     best = trainer.best
-    print(f"zol2l train: done in {time.perf_counter() - t0:.1f} s; best held-out mean final loss "
-          f"{best.get('val_final_loss'):.4g} at epoch {best.get('epoch')}; weights {os.path.join(out, 'best.pt')}")
+    print(f"zol2l train: done in {time.perf_counter() - t0:.1f} s; best held-out objective "
+          f"{best.get('val_objective', float('nan')):.4g} (mean final loss {best.get('val_final_loss'):.4g}) at "
+          f"epoch {best.get('epoch')}; weights {os.path.join(out, 'best.pt')}")
     if args.export:
         path = PRETRAINED_DIR / f"{args.export}.pt"
         best_model = trainer.best_model()

@@ -11,7 +11,7 @@ from ..fileio import atomic_write_json
 __all__ = ["write_logs", "plot_training_curves"]
 
 CSV_FIELDS = ("update", "epoch", "meta_loss", "initial_loss", "final_loss", "loss_ratio", "skipped_windows",
-              "grad_norm", "clipped_fraction", "seconds", "val_final_loss", "val_success")
+              "grad_norm", "clipped_fraction", "seconds", "val_final_loss", "val_objective", "val_success")
 
 
 def _clean(x):
@@ -42,6 +42,7 @@ def write_logs(out_dir: str, history: Dict[str, List[Dict[str, Any]]], best: Dic
             ep = by_epoch.get(r["epoch"])
             if ep is not None and last_of_epoch[r["epoch"]] == r["update"]:
                 row["val_final_loss"] = ep.get("val_final_loss")
+                row["val_objective"] = ep.get("val_objective")
                 row["val_success"] = ep.get("val_success")
             w.writerow(_clean(row))
     os.replace(tmp, paths["csv"])

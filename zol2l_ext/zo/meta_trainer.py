@@ -3,15 +3,20 @@
 One *update* of the meta-optimizer's schedule = one trajectory of ``horizon`` optimizer steps on a meta-batch
 of B problems (B images attacked at once, each with its own coordinatewise LSTM states), cut into windows of
 ``unroll`` steps (truncated BPTT): after each window the meta-loss is backpropagated, the meta-gradient is
-clipped elementwise to [-clip, clip] and Adam steps; then the iterate and the LSTM states are detached and the
-trajectory goes on.
+clipped (by its global norm by default, elementwise to [-clip, clip] with ``clip_mode="value"``, the reference
+code's) and Adam steps; then the iterate and the LSTM states are detached and the trajectory goes on. Each
+update logs the meta-gradient's norm and the fraction clipped per window.
 
-Meta-loss of a window (eq. 4): ``sum_t w_t mean_b f_b(theta_t) + sum_t mean_b lambda ||s_t - 1||^2`` with
-``w_t = t`` (t the step number within the horizon, 1-based) and the regulariser only where the QueryRNN runs.
-``objective="reference"`` uses the reference code's ``t (f(theta_t) - f(theta_{t-1}))`` instead, the earlier
-value detached (we take f(theta_{t-1}) from the same step's query of theta, so both values share a minibatch on
-stochastic problems). Eq. 4 is the default because it is the paper's objective; the reference form rewards the
-decrease per step and is offered for comparison.
+Meta-loss of a window (`window_loss`): ``sum_t w_t mean_b f_b(theta_t) + sum_t mean_b lambda ||s_t - 1||^2``
+(t the step number within the horizon, 1-based; the regulariser only where the QueryRNN runs) with
+``weighting="linear"``: w_t = t (eq. 4), or ``"uniform"``: w_t = 1 (the area under the loss curve, which weighs
+the early steps, where queries to a first success are decided, as much as the late ones). With ``normalize``
+each problem's terms are divided by ``sum_t w_t * f_b(theta_0)``, so that every problem and every window of a
+trajectory pushes with the weight the objective gives it, whatever the size of its loss.
+``objective="reference"`` uses the reference code's ``w_t (f(theta_t) - f(theta_{t-1}))``, the earlier value
+detached (taken from the same step's query of theta, so both values share a minibatch on stochastic problems).
+Because f(theta_{t-1}) is detached, its meta-gradient is exactly eq. 4's: only the logged value differs, and it
+cannot move the trade-off between early and late steps (``weighting`` does).
 
 Stages: stage 1 trains the UpdateRNN with standard Gaussian directions (no QueryRNN); stage 2 freezes the
 UpdateRNN and trains the QueryRNN (always used during training: Bernoulli p = 1), the meta-gradient reaching
@@ -58,11 +63,13 @@ except ImportError:  # pragma: no cover
     tqdm = None
 
 __all__ = ["MetaTrainConfig", "MetaTrainer", "ProblemSet", "meta_step", "window_loss", "clip_meta_gradient",
+           "step_weight", "weighted_curve_mean",
            "init_meta_state", "CHECKPOINT_FORMAT", "evaluate_learned"]
 
 CHECKPOINT_FORMAT = "zol2l-metatrain-v1"
 GRAD_MODES = ("first-order", "zeroth-order")
 OBJECTIVES = ("eq4", "reference")
+WEIGHTINGS = ("linear", "uniform")
 CLIP_MODES = ("norm", "value")
 
 
@@ -93,6 +100,7 @@ class MetaTrainConfig:
     clip_mode: str = "norm"
     normalize: bool = True  # meta-loss divided per problem by sum_t w_t f(theta_0) (see window_loss)
     objective: str = "eq4"
+    weighting: str = "uniform"  # w_t = 1 (the area under the loss curve) or t ("linear", eq. 4)
     zo_mu: float = 1e-3  # central-difference radius of the zeroth-order mode
     zo_chunk: Optional[int] = None  # coordinates per black-box call of the central differences (None: all d)
     val_steps: Optional[int] = None  # steps of the held-out evaluation (default: horizon)
@@ -107,6 +115,8 @@ class MetaTrainConfig:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
         if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         for k in ("epochs", "updates_per_epoch", "batch", "horizon", "unroll", "q", "val_trials"):
@@ -188,17 +198,30 @@ def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], s
     return theta_new, new, f_new, reg, f0
 
 
+def step_weight(t: int, weighting: str) -> float:
+    """w_t of the meta-objective: t ("linear", eq. 4) or 1 ("uniform")."""
+    return float(t) if weighting == "linear" else 1.0
+
+
+def weighted_curve_mean(curve: List[float], weighting: str) -> float:
+    """sum_t w_t L_t / sum_t w_t over steps t = 1..T of a loss curve [L_0, ..., L_T]: the meta-objective of a
+    test-time run, by which held-out evaluations pick the best weights."""
+    ws = [step_weight(t, weighting) for t in range(1, len(curve))]
+    return sum(w * v for w, v in zip(ws, curve[1:])) / sum(ws) if ws else float("nan")
+
+
 def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], run_seed: int, t_first: int,
                 cfg: "MetaTrainConfig", use_query: bool, f_start: Optional[Tensor] = None):
     """The meta-loss of one truncated-BPTT window: ``cfg.unroll`` differentiable steps from step ``t_first``
     (1-based step number of the first one within the horizon).
 
-    eq. 4: ``sum_t [w_t f(theta_t) + lambda ||s_t - 1||^2]`` with ``w_t = t``; ``objective="reference"``:
-    ``sum_t w_t (f(theta_t) - f(theta_{t-1}))`` (+ the same regulariser). With ``cfg.normalize`` each problem's
-    terms are divided by ``W f_b(theta_0)``, ``W = sum_{t=1}^{horizon} w_t`` and ``f_b(theta_0)`` the problem's
-    starting loss (``f_start``; taken from the first step's query when None): eq. 4 up to a constant per problem,
-    so that every problem and every window weighs the same whatever the size of its loss (MNIST attacks start
-    at 5-20, binary classification at 0.25). The mean over the B problems is returned.
+    eq. 4: ``sum_t [w_t f(theta_t) + lambda ||s_t - 1||^2]`` with ``w_t = t`` (``cfg.weighting="linear"``) or
+    1 ("uniform"); ``objective="reference"``: ``sum_t w_t (f(theta_t) - f(theta_{t-1}))`` (+ the same
+    regulariser). With ``cfg.normalize`` each problem's terms are divided by ``W f_b(theta_0)``,
+    ``W = sum_{t=1}^{horizon} w_t`` and ``f_b(theta_0)`` the problem's starting loss (``f_start``; taken from the
+    first step's query when None): the objective up to a constant per problem, so that every problem weighs the
+    same whatever the size of its loss (MNIST attacks start at 5-20, binary classification at 0.25). The mean
+    over the B problems is returned.
 
     Returns ``(loss, theta, st, f_start, f_new)``: theta and the states at the window's end (still attached to
     the graph: the caller backpropagates, then detaches), f_start [B] and the last f(theta_t) [B] (detached).
@@ -215,10 +238,11 @@ def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor],
             lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk)
         if f_start is None:
             f_start = f0
-        term = t * f_new if cfg.objective == "eq4" else t * (f_new - f0)
+        w = step_weight(t, cfg.weighting)
+        term = w * f_new if cfg.objective == "eq4" else w * (f_new - f0)
         per_problem = per_problem + (term if reg is None else term + reg)
     if cfg.normalize:
-        W = cfg.horizon * (cfg.horizon + 1) / 2.0
+        W = sum(step_weight(t, cfg.weighting) for t in range(1, cfg.horizon + 1))
         per_problem = per_problem / (W * f_start.abs().clamp_min(1e-12))
     return per_problem.mean(), theta, st, f_start, f_new.detach()
 
@@ -297,7 +321,7 @@ class MetaTrainer:
         self.sampler = torch.Generator().manual_seed(splitmix64_int(cfg.seed) & ((1 << 62) - 1))
         self.update_count = 0
         self.history: Dict[str, List[Dict[str, Any]]] = {"updates": [], "epochs": []}
-        self.best: Dict[str, Any] = {"val_final_loss": float("inf"), "epoch": -1}
+        self.best: Dict[str, Any] = {"val_objective": float("inf"), "val_final_loss": float("inf"), "epoch": -1}
         self.best_state = self.model.to_dict()
         self._val_problem = None
 
@@ -405,7 +429,8 @@ class MetaTrainer:
         if ck.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a meta-training checkpoint (format {ck.get('format')!r})")
         old = ck["config"]
-        for k in ("task", "stage", "grad_mode", "q", "horizon", "unroll", "objective", "normalize", "clip_mode"):
+        for k in ("task", "stage", "grad_mode", "q", "horizon", "unroll", "objective", "normalize", "clip_mode",
+                  "weighting"):
             if old.get(k) != getattr(self.cfg, k):
                 raise ValueError(f"checkpoint was trained with {k}={old.get(k)!r}, this run has "
                                  f"{k}={getattr(self.cfg, k)!r}: resume with the same settings")
@@ -468,13 +493,17 @@ class MetaTrainer:
         val = self.validate()
         if val:
             row["val_final_loss"] = val["final_loss"]
+            row["val_objective"] = weighted_curve_mean(val["curve"], self.cfg.weighting)
             if "success" in val:
                 row["val_success"] = val["success"]
-            if val["final_loss"] < self.best["val_final_loss"]:
-                self.best = {"val_final_loss": val["final_loss"], "epoch": epoch, "val_curve": val["curve"]}
+            # The best weights are those with the lowest held-out meta-objective (the weighted mean of the curve
+            # the training minimises); checkpoints written before it existed compare by the final loss.
+            if row["val_objective"] < self.best.get("val_objective", self.best["val_final_loss"]):
+                self.best = {"val_objective": row["val_objective"], "val_final_loss": val["final_loss"],
+                             "epoch": epoch, "val_curve": val["curve"]}
                 self.best_state = self.model.to_dict(dict(self.meta, **self._best_meta(epoch, val)))
         else:  # no held-out set: the last epoch is the best
-            self.best = {"val_final_loss": float("nan"), "epoch": epoch}
+            self.best = {"val_objective": float("nan"), "val_final_loss": float("nan"), "epoch": epoch}
             self.best_state = self.model.to_dict(dict(self.meta, **self._best_meta(epoch, {})))
         self.history["epochs"].append(row)
         if self.out_dir:
@@ -490,6 +519,7 @@ class MetaTrainer:
              "torch": str(torch.__version__)}
         if val:
             m["val_final_loss"] = val["final_loss"]
+            m["val_objective"] = weighted_curve_mean(val["curve"], self.cfg.weighting)
             if "success" in val:
                 m["val_success"] = val["success"]
         return m

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .problems import BlackBoxProblem
 
-__all__ = ["SparseQuadraticProblem"]
+__all__ = ["SparseQuadraticProblem", "query_share_on_active"]
 
 
 class SparseQuadraticProblem(BlackBoxProblem):
@@ -72,3 +72,26 @@ class SparseQuadraticProblem(BlackBoxProblem):
         sub, idx = self._take_rows(index, "curvature", "theta_star")
         sub.seeds = [self.seeds[i] for i in idx.tolist()]
         return sub
+
+
+def query_share_on_active(model, problem: SparseQuadraticProblem, steps: int, q: int, mu: float,
+                          seed: int = 0) -> list:
+    """Along a test-time run of ZO-LSTM with the QueryRNN always on (p = 1), the mean over problems of the share
+    of the normalised query scale's energy on the active coordinates, sum_{j in S} s_hat_j^2 / d, per step
+    (isotropic sampling gives k / d): how much the QueryRNN concentrates its directions where f depends."""
+    from .optimizers import ZOLSTM
+    from .seeding import step_seeds
+
+    opt = ZOLSTM(model, q=q, mu=mu, use_query=True, query_prob=1.0)
+    theta = problem.initial_point()
+    state = opt.init_state(theta)
+    pids = torch.arange(problem.batch)
+    mask = problem.mask().to(theta.dtype)
+    shares = []
+    with torch.no_grad():
+        for t in range(steps):
+            s, _ = model.query_step(state)
+            e = s.abs().square()
+            shares.append(float(((e * mask).sum(1) / e.sum(1)).mean()))
+            theta, state, _ = opt.step(problem, theta, state, step_seeds(seed, pids, t))
+    return shares
