@@ -231,3 +231,25 @@ def test_pick_update_scale_returns_the_best_alpha():
     assert set(scores) == {0.1, 1.0, 10.0}
     assert scores[alpha] == min(scores.values())
     assert torch.equal(model.update.lstm.w_out, w_out)  # candidates are scaled copies
+
+
+def test_meta_loss_reads_a_fresh_minibatch_on_stochastic_problems():
+    """f(theta_t) of the meta-loss is evaluated on a minibatch independent of the step's queries: on the same
+    minibatch a step that fits it looks better than it generalises."""
+    from zol2l_ext.zo import BinaryClassificationProblem, LearnedZO
+    from zol2l_ext.zo.estimator import evaluate
+    from zol2l_ext.zo.meta_trainer import init_meta_state, meta_step
+    from zol2l_ext.zo.seeding import SALT_META, derive, step_seeds
+
+    torch.manual_seed(0)
+    problem = BinaryClassificationProblem(num_datasets=3, dim=10, n=200, minibatch=16, seeds=0)
+    model = LearnedZO(scaling="rms", step=0.1)
+    theta = problem.initial_point()
+    seeds = step_seeds(5, torch.arange(3), 0)
+    st = init_meta_state(model, theta, False)
+    theta_new, _, f_new, _, _ = meta_step(model, problem, theta, st, seeds, q=4, mu=0.01, use_query=False)
+    with torch.no_grad():
+        fresh = evaluate(problem, theta_new.unsqueeze(1), derive(seeds, SALT_META)).squeeze(1)
+        same = evaluate(problem, theta_new.unsqueeze(1), seeds).squeeze(1)
+    torch.testing.assert_close(f_new.detach(), fresh)
+    assert not torch.allclose(f_new.detach(), same)

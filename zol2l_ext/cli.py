@@ -46,7 +46,8 @@ def _add_attack(sub) -> None:
                         "plus zo-lstm where a pretrained checkpoint loads)")
     p.add_argument("--q", type=int, default=None, help="query directions per step (default: 10/20/50 for "
                                                        "digits/mnist/cifar10)")
-    p.add_argument("--mu", type=float, default=None, help="smoothing radius of the estimator (default: 1e-3 in pixel space, 0.005 in tanh space)")
+    p.add_argument("--mu", type=float, default=None,
+                   help="smoothing radius of the estimator (default: 1e-3 in pixel space, 0.005 in tanh space)")
     p.add_argument("--steps", type=int, default=None, help="iterations (default 200)")
     p.add_argument("--trials", type=int, default=None,
                    help="independent runs per image, as extra batch rows (default 3 digits, 10 mnist/cifar10)")

@@ -23,8 +23,6 @@ def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -
     weighted as ``cfg.weighting``; eq. 4's linear weights favour the late steps) on ``val`` (test-time run)."""
     import copy
 
-    import torch
-
     from .zo.meta_trainer import evaluate_learned, weighted_curve_mean
 
     problem = val.make(None, repeat=cfg.val_trials)
@@ -88,6 +86,9 @@ def add_parser(sub) -> None:
                         "first success, counts as much as the end)")
     p.add_argument("--zo-mu", type=float, default=1e-3, help="central-difference radius (zeroth-order mode)")
     p.add_argument("--zo-chunk", type=int, default=None, help="coordinates per call of the central differences")
+    p.add_argument("--query-prob", type=float, default=0.5,
+                   help="stage 2: the Bernoulli p with which the QueryRNN's scale is used at test time (the "
+                        "held-out evaluation's, saved with the weights as the default of ZO-LSTM; the paper's 0.5)")
     p.add_argument("--val-trials", type=int, default=1)
     p.add_argument("--val-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -130,7 +131,8 @@ def _train(args) -> int:
         horizon=args.horizon or spec.horizon, unroll=args.unroll or spec.unroll, q=args.q or spec.q,
         mu=args.mu or spec.mu, lam=args.lam, clip=args.clip, clip_mode=args.clip_mode,
         normalize=not args.no_normalize, weighting=args.weighting, objective=args.objective, zo_mu=args.zo_mu,
-        zo_chunk=args.zo_chunk, val_steps=args.val_steps, val_trials=args.val_trials, seed=args.seed)
+        zo_chunk=args.zo_chunk, val_steps=args.val_steps, val_trials=args.val_trials, query_prob=args.query_prob,
+        seed=args.seed)
     if args.lr is not None:
         if args.stage == 1:
             cfg.lr_update = args.lr

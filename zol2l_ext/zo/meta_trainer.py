@@ -14,7 +14,8 @@ the early steps, where queries to a first success are decided, as much as the la
 each problem's terms are divided by ``sum_t w_t * f_b(theta_0)``, so that every problem and every window of a
 trajectory pushes with the weight the objective gives it, whatever the size of its loss.
 ``objective="reference"`` uses the reference code's ``w_t (f(theta_t) - f(theta_{t-1}))``, the earlier value
-detached (taken from the same step's query of theta, so both values share a minibatch on stochastic problems).
+detached (taken from the same step's query of theta). On stochastic problems f(theta_t) of the meta-loss is read
+on a minibatch independent of the step's queries (`meta_step`).
 Because f(theta_{t-1}) is detached, its meta-gradient is exactly eq. 4's: only the logged value differs, and it
 cannot move the trade-off between early and late steps (``weighting`` does).
 
@@ -27,8 +28,8 @@ Gradient flow and the optimizee's gradient (DESIGN.md's two modes):
 * The estimator's inputs are detached from theta (the points are built from ``theta.detach()``, the value
   f(theta) enters the estimate detached), as in Andrychowicz et al.: the meta-gradient flows from
   f(theta_t) back through theta_t = theta_{t-1} + Delta theta_t into the UpdateRNN, not through the
-  second-order dependence of the estimate on theta. (The reference code differentiates the float64 finite
-  differences with respect to theta as well, which for a ReLU network is a noisy Hessian estimate.)
+  second-order dependence of the estimate on theta. The reference code does the same: it reads the optimizee's
+  parameters through ``.data``, so its finite differences are not differentiated with respect to theta either.
 * ``grad_mode="first-order"``: f(theta_t) of the meta-loss is ``problem.differentiable_values`` (autograd
   through the black box: training time only); in stage 2 the query values f(theta + mu u) are differentiable
   too, so the meta-gradient sees how the values move with the directions.
@@ -55,7 +56,7 @@ from torch import Tensor
 from .. import ops
 from .estimator import evaluate, zo_objective
 from .lstm_optimizer import LearnedZO, QueryRNN
-from .seeding import SALT_DATA, derive, splitmix64_int, step_seeds
+from .seeding import SALT_DATA, SALT_META, derive, splitmix64_int, step_seeds
 
 try:
     from tqdm.auto import tqdm
@@ -188,10 +189,14 @@ def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], s
     delta, u_new = model.update_step(g, st)
     new.update(u_new)
     theta_new = theta + delta
+    # On a stochastic problem the meta-loss reads f(theta_new) on a minibatch independent of the one the step's
+    # estimate used: on the same minibatch, a step that fits it looks better than it generalises, and the
+    # meta-training learns steps that are too large (seen on binary classification).
+    loss_seeds = derive(seeds, SALT_META)
     if grad_mode == "first-order":
-        f_new = _values(problem, theta_new.unsqueeze(1), seeds, True).squeeze(1)
+        f_new = _values(problem, theta_new.unsqueeze(1), loss_seeds, True).squeeze(1)
     else:
-        f_new = zo_objective(problem, theta_new, zo_mu, zo_chunk, seeds)
+        f_new = zo_objective(problem, theta_new, zo_mu, zo_chunk, loss_seeds)
     if use_query:  # the QueryRNN's next inputs, detached as in the reference code
         new["g_prev"] = g.detach()
         new["dtheta_prev"] = delta.detach()
@@ -517,6 +522,8 @@ class MetaTrainer:
         m = {"task": self.cfg.task, "stage": self.cfg.stage, "grad_mode": self.cfg.grad_mode, "epoch": epoch,
              "updates": self.update_count, "q": self.cfg.q, "mu": self.cfg.mu, "horizon": self.cfg.horizon,
              "torch": str(torch.__version__)}
+        if self.use_query:
+            m["query_prob"] = self.cfg.query_prob
         if val:
             m["val_final_loss"] = val["final_loss"]
             m["val_objective"] = weighted_curve_mean(val["curve"], self.cfg.weighting)

@@ -321,7 +321,8 @@ class ZOLSTM(ZOOptimizer):
 
     Each step (B problems, one call of the black box, two fused LSTM launches over B*d coordinates):
     1. QueryRNN([g_{t-1}, Delta theta_{t-1}]) -> s = head + 1; the sampler normalises |s| to norm sqrt(d).
-       At test time each problem uses s with probability ``query_prob`` (Bernoulli p = 0.5, drawn per problem
+       At test time each problem uses s with probability ``query_prob`` (Bernoulli p; None: the model's
+       ``meta["query_prob"]``, chosen on held-out problems when it was trained, else the paper's 0.5; drawn per problem
        and per step from the step's key) and the identity otherwise; ``query_prob=1`` is the training behaviour.
        The QueryRNN runs every step whatever the draw, as in the reference code, so its state evolves the same.
     2. u = s_hat * z and the B x (q + 1) points from ``ops.sample_queries``; the black box; g from
@@ -350,7 +351,7 @@ class ZOLSTM(ZOOptimizer):
         model: Optional[LearnedZO] = None,
         q: int = 20,
         mu: float = 0.005,
-        query_prob: float = 0.5,
+        query_prob: Optional[float] = None,
         update_scale: float = 1.0,
         use_update: bool = True,
         use_query: bool = True,
@@ -361,6 +362,20 @@ class ZOLSTM(ZOOptimizer):
         differentiable: bool = False,
         pretrained: Optional[str] = None,
     ):
+        if model is not None and pretrained is not None:
+            raise ValueError("zo-lstm: give either model or pretrained, not both")
+        if pretrained is not None:
+            model = LearnedZO.pretrained(pretrained)
+        if model is None:
+            if use_update or use_query:
+                warnings.warn(f"{self.name}: no model given, using a randomly initialised LearnedZO "
+                              "(untrained: not expected to descend)", stacklevel=2)
+            model = LearnedZO()
+        if not isinstance(model, LearnedZO):
+            raise TypeError(f"{self.name}: model must be a LearnedZO, got {type(model).__name__}")
+        self.model = model
+        if query_prob is None:  # the p chosen on held-out problems when the weights were trained, else the paper's
+            query_prob = float(getattr(model, "meta", {}).get("query_prob", 0.5))
         self.query_prob = float(query_prob)
         self.update_scale = float(update_scale)
         self.use_update = bool(use_update)
@@ -369,18 +384,6 @@ class ZOLSTM(ZOOptimizer):
         self.alpha = float(alpha)
         self.differentiable = bool(differentiable)
         super().__init__(q, mu, lr, scale_lr_by_dim)
-        if model is not None and pretrained is not None:
-            raise ValueError("zo-lstm: give either model or pretrained, not both")
-        if pretrained is not None:
-            model = LearnedZO.pretrained(pretrained)
-        if model is None:
-            if self.use_update or self.use_query:
-                warnings.warn(f"{self.name}: no model given, using a randomly initialised LearnedZO "
-                              "(untrained: not expected to descend)", stacklevel=2)
-            model = LearnedZO()
-        if not isinstance(model, LearnedZO):
-            raise TypeError(f"{self.name}: model must be a LearnedZO, got {type(model).__name__}")
-        self.model = model
 
     @classmethod
     def pretrained(cls, name: str, **kwargs) -> "ZOLSTM":

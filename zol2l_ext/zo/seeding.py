@@ -24,6 +24,7 @@ __all__ = [
     "SALT_GUIDED",
     "SALT_DATA",
     "SALT_FINAL",
+    "SALT_META",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -45,6 +46,7 @@ SALT_BERNOULLI = _s64(0xD1B54A32D192ED03)  # ZO-LSTM's per-step Bernoulli choice
 SALT_GUIDED = _s64(0xAEF17502108EF2D9)  # Guided-ES coefficients in the guiding subspace
 SALT_DATA = _s64(0x8CB92BA72F3D8DD7)  # minibatch of a stochastic problem
 SALT_FINAL = _s64(0xF1357AEA2E62A9C5)  # reserved for evaluations outside a step
+SALT_META = _s64(0x9E6C63D0676A9A99)  # the meta-loss's f(theta_t): a minibatch independent of the step's queries
 
 
 def _shr(x: Tensor, k: int) -> Tensor:
