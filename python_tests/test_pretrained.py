@@ -5,7 +5,7 @@ import torch
 from zol2l_ext import tasks as T
 from zol2l_ext.zo import LearnedZO, ZOLSTM, minimize
 
-SHIPPED = ("digits-attack", "mnist-attack", "binary", "cifar-attack", "cifar-attack-finetune")
+SHIPPED = ("digits-attack", "mnist-attack", "binary", "cifar-attack", "cifar-attack-finetune", "sparse-quadratic")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
