@@ -72,12 +72,19 @@ def plot_training_curves(history, best, path: str, title: str = "") -> str:
     axes[1].legend(fontsize=8)
     ve = [r for r in eps if r.get("val_final_loss") is not None]
     if ve:
-        axes[2].plot([r["epoch"] for r in ve], [r["val_final_loss"] for r in ve], "o-")
+        # The best weights are picked by the held-out objective (the weighted mean of the loss curve) where the
+        # log has it: plot it, with the final loss beside it, so that the marked best is the plotted minimum.
+        key = "val_objective" if all(r.get("val_objective") is not None for r in ve) else "val_final_loss"
+        axes[2].plot([r["epoch"] for r in ve], [r[key] for r in ve], "o-",
+                     label="objective (weighted mean of the curve)" if key == "val_objective" else "final loss")
+        if key == "val_objective":
+            axes[2].plot([r["epoch"] for r in ve], [r["val_final_loss"] for r in ve], "s--", ms=3, lw=1,
+                         label="final loss")
         if best.get("epoch", -1) >= 0 and best.get("val_final_loss") is not None \
                 and math.isfinite(best["val_final_loss"]):
             axes[2].axvline(best["epoch"], color="gray", ls="--", lw=1, label=f"best (epoch {best['epoch']})")
-            axes[2].legend(fontsize=8)
-    axes[2].set(xlabel="epoch", ylabel="mean final loss", title="held-out problems")
+        axes[2].legend(fontsize=8)
+    axes[2].set(xlabel="epoch", ylabel="mean loss", title="held-out problems")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
