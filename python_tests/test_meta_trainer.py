@@ -253,3 +253,21 @@ def test_meta_loss_reads_a_fresh_minibatch_on_stochastic_problems():
         same = evaluate(problem, theta_new.unsqueeze(1), seeds).squeeze(1)
     torch.testing.assert_close(f_new.detach(), fresh)
     assert not torch.allclose(f_new.detach(), same)
+
+
+def test_train_cli_picks_a_fresh_scaled_models_step_even_with_resume(tmp_path):
+    """A fresh scaled model gets its starting step from the grid (--step auto), also under --resume when there
+    is no checkpoint yet; the pick and the held-out scores are saved with the weights."""
+    from zol2l_ext.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "sparse-quadratic", "--stage", "1", "--epochs", "1", "--updates-per-epoch", "1",
+               "--batch", "2", "--horizon", "20", "--unroll", "10", "--val-steps", "20", "--resume",
+               "--out", str(out), "--no-progress", "--threads", "1"])
+    assert rc == 0
+    best = LearnedZO.load(out / "best.pt")
+    assert best.config["scaling"] == "rms"
+    assert len(best.meta["alpha_scores"]) == 9  # every step of the grid was scored on the held-out problems
+    picked = best.meta["update_scale_applied"]
+    scores = {float(k): v for k, v in best.meta["alpha_scores"].items()}
+    assert picked == min(scores, key=scores.get)

@@ -156,7 +156,7 @@ def _train(args) -> int:
             except ValueError as e:
                 raise ValueError(f"--step must be a number or 'auto', got {args.step!r}") from e
         model = LearnedZO(scaling=args.scaling, step=fresh_step or 1.0)
-        if args.scaling == "rms" and fresh_step is None and not args.resume:
+        if args.scaling == "rms" and fresh_step is None:  # (resuming keeps the checkpoint's step: alpha 1)
             args.update_scale = "auto"  # the fresh model's step is picked like a transfer factor, from STEP_GRID
     out = args.out or os.path.join("runs", f"train-{spec.name}-stage{args.stage}")
     device = torch.device(args.device)
