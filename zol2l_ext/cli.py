@@ -26,6 +26,9 @@ from .threads import torch_threads
 
 
 def _add_attack(sub) -> None:
+    from .attack import DATASET_DEFAULTS
+    from .zo.problems import SPACES
+
     p = sub.add_parser("attack", help="black-box attack: compare ZO optimizers on a classifier",
                        description="Untargeted score-based black-box attack (paper App. A.1) of correctly "
                                    "classified test images; writes results.json, loss_curves.png and "
@@ -65,10 +68,10 @@ def _add_attack(sub) -> None:
     p.add_argument("--budget", type=int, default=None, help="query budget per attack (stops a row there)")
     p.add_argument("--c", type=float, default=None, help="distortion weight (default 0.1; cifar10 0.25)")
     p.add_argument("--norm", choices=("l1", "l2"), default="l1", help="distortion penalty (default l1)")
-    p.add_argument("--space", choices=_spaces(), default=None,
+    p.add_argument("--space", choices=SPACES, default=None,
                    help="the attack's variable: pixel (x = clamp(x0 + delta, 0, 1)) or tanh (x = (tanh(w) + 1) / 2); "
                         "default: the dataset's task's (" + ", ".join(
-                            f"{ds} {kw['space']}" for ds, kw in _dataset_defaults().items()) + "); the fallback "
+                            f"{ds} {kw['space']}" for ds, kw in DATASET_DEFAULTS.items()) + "); the fallback "
                         "lrs and the tuning must be of the same space")
     p.add_argument("--target", default=None,
                    help="target model: mnist-authors, cifar10-staged, mnist-cw, cifar10-cw, digits-cnn, or a "
@@ -84,18 +87,6 @@ def _add_attack(sub) -> None:
                         "synchronisation, else torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_attack)
-
-
-def _spaces() -> tuple:
-    from .zo.problems import SPACES
-
-    return SPACES
-
-
-def _dataset_defaults() -> dict:
-    from .attack import DATASET_DEFAULTS
-
-    return DATASET_DEFAULTS
 
 
 def _add_train(sub) -> None:
@@ -127,6 +118,8 @@ def _add_targets(sub) -> None:
 
 
 def _add_tune(sub) -> None:
+    from .zo.problems import SPACES
+
     p = sub.add_parser("tune", help="tune the baselines' learning rates (and ZO-ADAM betas) on a task",
                        description="DESIGN.md's protocol on the task's 'tune' part: delta over a coarse grid "
                                    "{0.01, 0.1, 1, 10, 100, 1000}, ZO-ADAM's (beta1, beta2) pairs at the best coarse "
@@ -147,7 +140,7 @@ def _add_tune(sub) -> None:
     p.add_argument("--out", default=None, help="output JSON (default runs/tune-<task>.json)")
     p.add_argument("--ship", action="store_true",
                    help="also write zol2l_ext/tuned/<task>.json, the tuning `zol2l attack` uses by default")
-    p.add_argument("--space", choices=_spaces(), default=None,
+    p.add_argument("--space", choices=SPACES, default=None,
                    help="attack tasks: tune in this parameterisation (default: the task's, tasks.TASKS; recorded as "
                         "config.space, and a run in another space refuses the tuning)")
     p.add_argument("--no-batch", action="store_true",

@@ -30,6 +30,8 @@ import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .evaluate import BASELINES, ITEM_STEPS
+from .evaluate import _f as _num  # a JSON number: None for None, NaN and inf
+from .evaluate import _norm_name
 
 __all__ = ["Z", "QUERY_RATIO", "QUERY_RNN_RATIO", "paired_difference", "per_item_queries", "paired_criteria",
            "format_paired"]
@@ -39,13 +41,6 @@ QUERY_RATIO = 0.8  # (b): learned mean queries <= QUERY_RATIO x the best baselin
 QUERY_RNN_RATIO = 0.9  # (d): ZO-LSTM mean queries <= QUERY_RNN_RATIO x ZO-LSTM-no-query's
 _KEYS = ("loss_lower_at_steps", "queries_fewer", "success_rate_not_lower", "query_rnn_helps")
 _TOL = 1e-12
-
-
-def _num(v) -> Optional[float]:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 def _r(v, digits: int = 6) -> Optional[float]:
@@ -245,12 +240,9 @@ def paired_criteria(result: Mapping[str, Any], learned: str = "zo-lstm", baselin
     an `evaluate_task` result. Keys: learned, baselines (present), missing_baselines, steps, applicable, the
     four criteria (each with met and verdict), all_met (every applicable criterion met; None when none is) and
     verdicts (the four one-line verdicts)."""
-    def norm(n):
-        return str(n).strip().lower().replace("_", "-")
-
     opts = result["optimizers"]
-    learned, no_query = norm(learned), norm(no_query)
-    wanted = [norm(b) for b in baselines]
+    learned, no_query = _norm_name(learned), _norm_name(no_query)
+    wanted = [_norm_name(b) for b in baselines]
     present = [b for b in wanted if b in opts and b != learned]
     missing = [b for b in wanted if b not in opts]
     out: Dict[str, Any] = {"learned": learned, "baselines": present, "missing_baselines": missing,

@@ -112,10 +112,7 @@ def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
         return dict(tuned), "tuning dict", tuned.get("task")
     if isinstance(tuned, os.PathLike):
         tuned = os.fspath(tuned)
-    table, source, tuned_task, result = TU._resolve_tuning(str(tuned), None)
-    if result is not None:
-        TU.check_tuning_space(TU.tuning_space(result), space, source, tuned_task, task_name)
-    return table, source, tuned_task
+    return TU.resolve_tuning(str(tuned), space=space, run_task=task_name)
 
 
 def _lr_for(name: str, dataset: str, table, source: Optional[str], space: Optional[str] = None):

@@ -11,6 +11,7 @@ from . import data as D
 def add_parser(sub) -> None:
     from .evaluate import DEFAULT_OPTIMIZERS
     from .tasks import TASK_NAMES
+    from .zo.problems import SPACES
 
     p = sub.add_parser("evaluate", help="quality check: ZO-LSTM vs the tuned baselines on a task's test problems",
                        description="Runs every optimizer on the task's part (default: test) from the same initial "
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
                         "tuning (default: the task's own, zol2l_ext/tuned/TASK.json, where it exists; else "
                         "attack.DEFAULT_LRS / the optimizer defaults, marked untuned); 'none': no tuning")
     p.add_argument("--from-step", type=int, default=50, help="the curve criterion's first step (default 50)")
-    p.add_argument("--space", choices=_spaces(), default=None,
+    p.add_argument("--space", choices=SPACES, default=None,
                    help="attack tasks: the attack's parameterisation, pixel or tanh (default: the task's, "
                         + ", ".join(f"{t.name} {t.space}" for t in _attack_tasks()) + "); the baselines' tuning "
                         "must have been made in it")
@@ -49,12 +50,6 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
-
-
-def _spaces() -> tuple:
-    from .zo.problems import SPACES
-
-    return SPACES
 
 
 def _attack_tasks() -> list:

@@ -41,11 +41,13 @@ def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -
 
 def add_parser(sub) -> None:
     from .tasks import TASK_NAMES
+    from .zo.problems import SPACES
 
     p = sub.add_parser("train", help="meta-train the learned optimizer (ZO-LSTM) on a task",
                        description="Truncated-BPTT meta-training of the UpdateRNN (stage 1) or the QueryRNN "
                                    "(stage 2, UpdateRNN frozen) on a task's training problems; keeps the best "
-                                   "weights by the mean final loss on held-out problems. Writes checkpoint.pt "
+                                   "weights by the held-out objective (the loss curve weighted as --weighting). "
+                                   "Writes checkpoint.pt "
                                    "(resumable), best.pt, log.json, log.csv and curves.png into --out.")
     p.add_argument("task", choices=TASK_NAMES)
     p.add_argument("--stage", type=int, choices=(1, 2), default=1)
@@ -68,15 +70,15 @@ def add_parser(sub) -> None:
                         "(the reference code's)")
     p.add_argument("--no-normalize", action="store_true",
                    help="do not divide each problem's meta-loss by its starting loss (eq. 4 as written)")
-    p.add_argument("--space", choices=("tanh", "pixel"), default=None,
+    p.add_argument("--space", choices=SPACES, default=None,
                    help="attack tasks: the variable's parameterisation (default: the task's)")
     p.add_argument("--scaling", choices=("rms", "none"), default="rms",
                    help="a fresh model's scaling: 'rms' (scale-free inputs, learned step over a normalised "
                         "ZO-SGD step) or 'none' (the reference code's raw input and output)")
     p.add_argument("--step", default="auto",
                    help="a fresh 'rms' model's starting step: a number, or 'auto' to pick it from "
-                        f"{{{', '.join(f'{a:g}' for a in STEP_GRID)}}} by the untrained model's mean final "
-                        "loss on the held-out problems")
+                        f"{{{', '.join(f'{a:g}' for a in STEP_GRID)}}} by the untrained model's held-out "
+                        "objective (the loss curve weighted as --weighting)")
     p.add_argument("--objective", choices=("eq4", "reference"), default="eq4",
                    help="eq. 4's sum of w_t f(theta_t), or the reference code's w_t (f_t - f_{t-1}) with f_{t-1} "
                         "detached (the same meta-gradient; only the logged value differs)")
@@ -97,8 +99,8 @@ def add_parser(sub) -> None:
     p.add_argument("--update-scale", default="1",
                    help="multiply the UpdateRNN output by ALPHA at the start (transfer to another task), baked "
                         "into its head so that the saved weights carry it; 'auto' picks ALPHA from "
-                        f"{{{', '.join(f'{a:g}' for a in ALPHA_GRID)}}} by the mean final loss of the --init "
-                        "weights on the held-out problems")
+                        f"{{{', '.join(f'{a:g}' for a in ALPHA_GRID)}}} by the held-out objective of the "
+                        "--init weights (the loss curve weighted as --weighting)")
     p.add_argument("--out", default=None, help="output folder (default runs/train-<task>-stage<k>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when it exists")
     p.add_argument("--export", default=None, metavar="NAME",

@@ -448,17 +448,20 @@ def check_tuning_space(tuned_space: Optional[str], run_space: Optional[str], sou
                      f"{tuned_space})")
 
 
-def resolve_tuning(spec: Optional[str], dataset: Optional[str] = None, space: Optional[str] = None):
+def resolve_tuning(spec: Optional[str], dataset: Optional[str] = None, space: Optional[str] = None,
+                   run_task: Optional[str] = None):
     """(table, source, task) for ``zol2l attack --tuned``.
 
     ``spec``: a tuning file path, a task name (its shipped tuning), "none" (no tuning), or None (the shipped
     tuning of ``dataset``'s task if there is one, else no tuning). ``table`` is a `load_tuned` dict (None
     without tuning), ``source`` says where it came from and ``task`` is the task it was tuned on. ``space``: the
     run's attack space (None: not checked); a tuning made in another space raises ValueError
-    (`check_tuning_space`)."""
+    (`check_tuning_space`, whose message names ``run_task``, default ``dataset``'s task, where the tuning has
+    no task)."""
     table, source, task, result = _resolve_tuning(spec, dataset)
     if result is not None:
-        check_tuning_space(tuning_space(result), space, source, task, DATASET_TASKS.get(dataset or ""))
+        check_tuning_space(tuning_space(result), space, source, task,
+                           run_task or DATASET_TASKS.get(dataset or ""))
     return table, source, task
 
 

@@ -38,9 +38,10 @@ Gradient flow and the optimizee's gradient (DESIGN.md's two modes):
   constants and the meta-gradient reaches s only through the u factor of the estimate.
 
 Checkpoints (``torch.save``, loaded with ``weights_only=True``) hold the learned weights, the Adam state, the
-problem sampler's RNG state, the counters, the log and the best weights so far (by the mean final loss on the
-held-out problems, run as at test time: ZO-LSTM with the Bernoulli p of the config). A checkpoint is written
-after every update, so an interrupted run resumes from the last finished update with the same next step.
+problem sampler's RNG state, the counters, the log and the best weights so far (by the held-out objective, the
+loss curve weighted as ``weighting``, on the held-out problems run as at test time: ZO-LSTM with the Bernoulli p
+of the config). A checkpoint is written after every update, so an interrupted run resumes from the last finished
+update with the same next step.
 """
 from __future__ import annotations
 
