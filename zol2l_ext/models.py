@@ -329,17 +329,18 @@ def load_target(target: str | None = None, dataset: str | None = None, data_root
 
 # ------------------------------------------------------------------------------------------- output checks
 @torch.no_grad()
-def check_model_outputs(model: nn.Module, images: torch.Tensor, num_classes: int = 10,
+def check_model_outputs(model: nn.Module, images: torch.Tensor, num_classes: int | None = 10,
                         declared: str | None = None) -> str:
     """Runs ``model`` on a few images and returns its output kind ("logprob" or "logits").
 
     Raises ModelOutputError when the outputs are not a finite float tensor [n, num_classes], when they look
     like probabilities (the attack needs log-probabilities or logits), or when ``declared`` is "logprob" and
-    the rows are not log-probabilities."""
+    the rows are not log-probabilities. ``model`` may be any callable; ``num_classes`` None takes any K >= 2."""
     name = type(model).__name__
     x = images[: min(8, images.shape[0])]
     try:
-        p = next(iter(model.parameters()), None)
+        params = getattr(model, "parameters", None)  # a plain function has none: the images stay where they are
+        p = next(iter(params()), None) if callable(params) else None
         if p is not None:
             x = x.to(p.device)
         out = model(x)
@@ -348,9 +349,10 @@ def check_model_outputs(model: nn.Module, images: torch.Tensor, num_classes: int
                                f"(values in [0, 1]): {type(e).__name__}: {e}") from e
     if not isinstance(out, torch.Tensor):
         raise ModelOutputError(f"target model {name} returns {type(out).__name__}, not a tensor of class scores")
-    if out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] != num_classes:
+    if (out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2
+            or (num_classes is not None and out.shape[1] != num_classes)):
         raise ModelOutputError(f"target model {name} returns shape {tuple(out.shape)} for {x.shape[0]} images; "
-                               f"the attack needs [{x.shape[0]}, {num_classes}] class scores")
+                               f"the attack needs [{x.shape[0]}, {num_classes or 'K >= 2'}] class scores")
     if not out.is_floating_point():
         raise ModelOutputError(f"target model {name} returns {out.dtype}; the attack needs float class scores")
     if not torch.isfinite(out).all():
