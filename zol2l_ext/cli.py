@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_parser as _add_meta_train
 
     _add_meta_train(sub)
+    from .boost_cli import add_parser as _add_boost
+
+    _add_boost(sub)
     from .evaluate_cli import add_parser as _add_evaluate
 
     _add_evaluate(sub)

@@ -199,6 +199,8 @@ class LearnedZO(nn.Module):
         scaling: str = "none",
         step: float = 0.01,
         rms_beta: float = 0.9,
+        boost: float = 1.0,
+        boost_decay: float = 25.0,
     ):
         super().__init__()
         if scaling not in SCALINGS:
@@ -220,6 +222,25 @@ class LearnedZO(nn.Module):
         }
         if scaling != "none":  # files of the unscaled form keep their config as it was
             self._config.update(scaling=scaling, step=float(step), rms_beta=self.rms_beta)
+        self.set_boost(boost, boost_decay)
+
+    def set_boost(self, boost: float, decay: float) -> None:
+        """Multiply the update of step t (0-based, per problem) by ``1 + (boost - 1) * exp(-t / decay)``: a
+        larger step at the start that decays to the trained one. Why: the UpdateRNN reads a normalised estimate,
+        so it cannot tell the first steps (far from any minimum: larger steps pay) from the late ones, and a
+        constant learned step trades the early progress (the queries to a first success) against the end.
+        ``boost = 1`` (the default, and every file saved before it existed) changes nothing. Picked on held-out
+        problems by `zol2l boost`; saved in the config."""
+        if not (boost > 0 and math.isfinite(boost)):
+            raise ValueError(f"LearnedZO: boost must be > 0, got {boost}")
+        if not (decay > 0 and math.isfinite(decay)):
+            raise ValueError(f"LearnedZO: boost_decay must be > 0 steps, got {decay}")
+        self.boost, self.boost_decay = float(boost), float(decay)
+        cfg = getattr(self, "_config", None)
+        if cfg is not None:
+            cfg.pop("boost", None), cfg.pop("boost_decay", None)
+            if self.boost != 1.0:  # files without a boost keep their config as it was
+                cfg.update(boost=self.boost, boost_decay=self.boost_decay)
 
     # -- one step of each network (shared by ZOLSTM and the meta-trainer) ----------------------------------
     @property
@@ -243,6 +264,8 @@ class LearnedZO(nn.Module):
         st["h_update"], st["c_update"] = self.update.init_state(B, d, device, dtype)
         if self.scaling == "rms":  # 0 = no estimate seen yet (the first step takes its own mean square)
             st["g_sq"] = torch.zeros(B, 1, device=st["h_update"].device, dtype=st["h_update"].dtype)
+        if self.boost != 1.0:  # the steps taken, for the boost's decay
+            st["n_update"] = torch.zeros(B, 1, device=st["h_update"].device, dtype=st["h_update"].dtype)
         return st
 
     def init_query_state(self, B: int, d: int, device=None, dtype=None) -> Dict[str, Tensor]:
@@ -254,15 +277,20 @@ class LearnedZO(nn.Module):
         """The UpdateRNN on the estimate g [B, d]: (Delta theta [B, d], its new state entries)."""
         new: Dict[str, Tensor] = {}
         if self.scaling == "none":
-            y, (new["h_update"], new["c_update"]) = self.update(g, (st["h_update"], st["c_update"]))
-            return y, new
-        m = g.detach().square().mean(dim=1, keepdim=True)
-        old = st["g_sq"]
-        v = torch.where(old > 0, self.rms_beta * old + (1.0 - self.rms_beta) * m, m)
-        new["g_sq"] = v
-        g_hat = g / v.add(RMS_EPS).sqrt()
-        y, (new["h_update"], new["c_update"]) = self.update(g_hat, (st["h_update"], st["c_update"]))
-        return self.step_size * (y - g_hat), new
+            delta, (new["h_update"], new["c_update"]) = self.update(g, (st["h_update"], st["c_update"]))
+        else:
+            m = g.detach().square().mean(dim=1, keepdim=True)
+            old = st["g_sq"]
+            v = torch.where(old > 0, self.rms_beta * old + (1.0 - self.rms_beta) * m, m)
+            new["g_sq"] = v
+            g_hat = g / v.add(RMS_EPS).sqrt()
+            y, (new["h_update"], new["c_update"]) = self.update(g_hat, (st["h_update"], st["c_update"]))
+            delta = self.step_size * (y - g_hat)
+        if self.boost != 1.0:
+            n = st["n_update"]
+            new["n_update"] = n + 1
+            delta = delta * (1.0 + (self.boost - 1.0) * torch.exp(-n / self.boost_decay))
+        return delta, new
 
     def query_step(self, st: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The QueryRNN on [g_{t-1}, Delta theta_{t-1}] (``st["g_prev"]``, ``st["dtheta_prev"]``): (the raw scale

@@ -1,0 +1,120 @@
+"""``zol2l boost``: pick a learned optimizer's early-step boost on a task's held-out problems.
+
+The boost (`LearnedZO.set_boost`) multiplies the update of step t by ``1 + (boost - 1) * exp(-t / decay)``. It is
+a schedule over the trained weights, chosen like the transfer factor alpha: every (boost, decay) of a grid is run
+on the task's held-out ("val") part and the one with the lowest mean loss curve (weighted as ``--weighting``)
+wins. Nothing is read from the test part.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+
+from . import data as D
+
+BOOST_GRID = (1.0, 2.0, 3.0, 4.0)
+DECAY_GRID = (10.0, 25.0, 50.0)
+
+
+def _floats(text: str, what: str) -> tuple:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{what}: a comma-separated list of numbers, got {text!r}") from e
+    if not vals or any(not v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"{what}: numbers > 0 expected, got {text!r}")
+    return vals
+
+
+def add_parser(sub) -> None:
+    from .tasks import TASK_NAMES
+    from .zo.problems import SPACES
+
+    p = sub.add_parser("boost", help="pick a learned optimizer's early-step boost on a task's held-out part",
+                       description="Runs the learned optimizer with each (boost, decay) of a grid on the task's "
+                                   "held-out problems (the update of step t multiplied by "
+                                   "1 + (boost - 1) exp(-t / decay)) and writes the weights with the best one "
+                                   "(lowest mean loss curve weighted as --weighting).")
+    p.add_argument("task", choices=TASK_NAMES)
+    p.add_argument("--weights", required=True, help="the learned optimizer: a pretrained name or a .pt path")
+    p.add_argument("--boosts", type=lambda s: _floats(s, "--boosts"), default=BOOST_GRID,
+                   help="boosts to try, comma-separated (default %(default)s; 1 = no boost)")
+    p.add_argument("--decays", type=lambda s: _floats(s, "--decays"), default=DECAY_GRID,
+                   help="decay time constants in steps, comma-separated (default %(default)s)")
+    p.add_argument("--weighting", choices=("uniform", "linear"), default="uniform",
+                   help="weights of the held-out loss curve: 1 (the area under the curve, default) or t")
+    p.add_argument("--trials", type=int, default=3, help="trials per held-out problem (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the task's horizon)")
+    p.add_argument("--space", choices=SPACES, default=None,
+                   help="attack tasks: the variable's parameterisation (default: the task's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the boosted weights to this .pt path")
+    p.add_argument("--export", default=None, metavar="NAME",
+                   help="write the boosted weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
+    p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=cmd_boost)
+
+
+def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, weighting: str = "uniform",
+               seed: int = 0, log=None) -> tuple:
+    """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once."""
+    from .zo.meta_trainer import evaluate_learned, weighted_curve_mean
+
+    grid = [(b, t) for b in boosts for t in decays if b != 1.0]
+    if 1.0 in boosts:
+        grid.insert(0, (1.0, decays[0]))
+    query_prob = float(getattr(model, "meta", {}).get("query_prob", 0.5))
+    scores = {}
+    for b, t in grid:
+        m = copy.deepcopy(model)
+        m.set_boost(b, t)
+        run = evaluate_learned(m, problem, steps, q, mu, use_query=True, query_prob=query_prob, seed=seed)
+        scores[(b, t)] = weighted_curve_mean(run["curve"], weighting)
+        if log:
+            log(f"boost {b:g} decay {t:g}: held-out objective ({weighting}) {scores[(b, t)]:.4g}, "
+                f"final {run['final_loss']:.4g}")
+    best = min(scores, key=lambda k: scores[k])
+    return best, scores
+
+
+def cmd_boost(args) -> int:
+    from .threads import torch_threads
+
+    with torch_threads(args.threads):
+        return _boost(args)
+
+
+def _boost(args) -> int:
+    from . import tasks as T
+    from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
+
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    if not (args.out or args.export):
+        raise ValueError("zol2l boost: say where the boosted weights go (--out PATH and/or --export NAME)")
+    spec = T.task_with(args.task, args.space)
+    model = LearnedZO.from_name_or_path(args.weights)
+    val = T.load_task(spec, "val", data_root=args.data_root)
+    problem = val.make(None, repeat=args.trials)
+    steps = args.steps or spec.horizon
+    print(f"zol2l boost: {spec.name} held-out part ({len(val)} problems x {args.trials} trials, {steps} steps), "
+          f"weights {args.weights}", file=sys.stderr)
+    (b, t), scores = pick_boost(model, problem, steps, spec.q, spec.mu, args.boosts, args.decays, args.weighting,
+                                seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr))
+    model.set_boost(b, t)
+    meta = dict(getattr(model, "meta", {}))
+    meta["commands"] = list(meta.get("commands", [])) + ["zol2l boost " + " ".join(shlex.quote(a) for a in args.argv)]
+    meta["boost_scores"] = {f"{bb:g}/{tt:g}": v for (bb, tt), v in scores.items()}
+    print(f"zol2l boost: picked boost {b:g}, decay {t:g} (held-out objective {scores[(b, t)]:.4g}; "
+          f"no boost: {scores.get((1.0, args.decays[0]), float('nan')):.4g})")
+    if args.out:
+        model.save(args.out, meta=meta)
+        print(f"zol2l boost: wrote {args.out}")
+    if args.export:
+        path = PRETRAINED_DIR / f"{args.export}.pt"
+        model.save(path, meta=dict(meta, name=args.export))
+        print(f"zol2l boost: exported {path}")
+    return 0
