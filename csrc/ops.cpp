@@ -18,6 +18,12 @@ TORCH_LIBRARY(zol2l, m) {
   m.def(
       "sample_queries(Tensor seed, Tensor theta, Tensor? scale, Tensor? use_scale, int q, float mu) -> "
       "(Tensor, Tensor)");
+  // sample_queries writing into caller-owned u [B, q, d] and points [B, q + 1, d] (contiguous, theta's dtype and
+  // device, not overlapping theta): a step reuses its buffers instead of allocating (and page-faulting) new ones.
+  // No autograd.
+  m.def(
+      "sample_queries_out(Tensor seed, Tensor theta, Tensor? scale, Tensor? use_scale, int q, float mu, "
+      "Tensor(a!) u, Tensor(b!) points) -> ()");
   // sum_i grad_u[b, i, j] * z[b, i, j] with z regenerated from the seed: [B, d].
   m.def("directions_vjp(Tensor seed, Tensor grad_u) -> Tensor");
   // g [B, d] = sum_i (fq[b, i] - f0[b]) u[b, i, :] / (mu q).

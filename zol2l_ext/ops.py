@@ -120,6 +120,7 @@ def sample_queries(
     use_scale: Optional[Tensor] = None,
     seed: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
+    out: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw q Gaussian directions per problem and form the q + 1 query points.
 
@@ -127,10 +128,37 @@ def sample_queries(
     use_scale bool [B] (the per-problem Bernoulli choice) or None; seed int64 [B] or None to draw one per
     problem from `generator`. Returns (u [B, q, d], points [B, q + 1, d]) with points[:, 0] = theta and
     points[:, 1 + i] = theta + mu u_i. Differentiable in theta and scale (reparameterization).
+
+    ``out=(u, points)``: write into these contiguous tensors (theta's dtype and device) and return them, so that
+    a loop reuses its buffers instead of allocating new ones each step; not differentiable (like torch's
+    ``out=``). Where the device has no out kernel (CUDA, whose caching allocator does not churn) the result is
+    computed as usual and copied in.
     """
     if seed is None:
         seed = draw_seeds(theta.shape[0], generator, device=theta.device)
-    return _ops.sample_queries.default(seed, theta, scale, use_scale, q, float(mu))
+    if out is None:
+        return _ops.sample_queries.default(seed, theta, scale, use_scale, q, float(mu))
+    if torch.is_grad_enabled() and (theta.requires_grad or (scale is not None and scale.requires_grad)):
+        raise RuntimeError("sample_queries(out=...) does not support automatic differentiation; "
+                           "call it under torch.no_grad() or without out")
+    u, points = out
+    if _has_kernel("zol2l::sample_queries_out", theta.device):
+        _ops.sample_queries_out.default(seed, theta, scale, use_scale, q, float(mu), u, points)
+    else:
+        u_new, points_new = _ops.sample_queries.default(seed, theta, scale, use_scale, q, float(mu))
+        u.copy_(u_new)
+        points.copy_(points_new)
+    return u, points
+
+
+def _has_kernel(op: str, device: torch.device) -> bool:
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+
+
+@torch.library.register_fake("zol2l::sample_queries_out")
+def _sample_queries_out_fake(seed, theta, scale, use_scale, q, mu, u, points):
+    return None
 
 
 @torch.library.register_fake("zol2l::sample_queries")

@@ -2,6 +2,7 @@
 #include "checks.h"
 #include "cpu/isa_kernels.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
@@ -23,20 +24,17 @@ at::Tensor normalized_scale(const at::Tensor& theta, const std::optional<at::Ten
   return s_hat.contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, const at::Tensor& theta_,
-                                                      const std::optional<at::Tensor>& scale,
-                                                      const std::optional<at::Tensor>& use_scale, int64_t q,
-                                                      double mu) {
-  const SampleDims s = check_sample_inputs("sample_queries", seed_, theta_, scale, use_scale, q, mu);
-  TORCH_CHECK(theta_.scalar_type() == at::kFloat || theta_.scalar_type() == at::kDouble,
-              "sample_queries: the CPU kernel supports float32 and float64, got ", theta_.scalar_type());
-  const at::Tensor theta = theta_.contiguous(), seed = seed_.contiguous();
-  const at::Tensor s_hat = normalized_scale(theta, scale, use_scale);
-  at::Tensor u = at::empty({s.B, s.q, s.d}, theta.options());
-  at::Tensor points = at::empty({s.B, s.q + 1, s.d}, theta.options());
+void check_cpu_sample_dtype(const char* op, const at::Tensor& theta) {
+  TORCH_CHECK(theta.scalar_type() == at::kFloat || theta.scalar_type() == at::kDouble, op,
+              ": the CPU kernel supports float32 and float64, got ", theta.scalar_type());
+}
+
+// Fills u [B, q, d] and points [B, q + 1, d] (contiguous) from contiguous theta and seed.
+void sample_into(const at::Tensor& seed, const at::Tensor& theta, const at::Tensor& s_hat, const SampleDims& s,
+                 double mu, at::Tensor& u, at::Tensor& points) {
   if (u.numel() == 0) {
     points.copy_(theta.unsqueeze(1).expand_as(points));
-    return {u, points};
+    return;
   }
   AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "sample_queries_cpu", [&] {
     const auto fill = cpu_kernels<scalar_t>().fill_normals;
@@ -70,7 +68,38 @@ std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, c
       }
     });
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, const at::Tensor& theta_,
+                                                      const std::optional<at::Tensor>& scale,
+                                                      const std::optional<at::Tensor>& use_scale, int64_t q,
+                                                      double mu) {
+  const SampleDims s = check_sample_inputs("sample_queries", seed_, theta_, scale, use_scale, q, mu);
+  check_cpu_sample_dtype("sample_queries", theta_);
+  const at::Tensor theta = theta_.contiguous(), seed = seed_.contiguous();
+  at::Tensor u = at::empty({s.B, s.q, s.d}, theta.options());
+  at::Tensor points = at::empty({s.B, s.q + 1, s.d}, theta.options());
+  sample_into(seed, theta, normalized_scale(theta, scale, use_scale), s, mu, u, points);
   return {u, points};
+}
+
+void sample_queries_out_cpu(const at::Tensor& seed_, const at::Tensor& theta_, const std::optional<at::Tensor>& scale,
+                            const std::optional<at::Tensor>& use_scale, int64_t q, double mu, at::Tensor u,
+                            at::Tensor points) {
+  const char* op = "sample_queries_out";
+  const SampleDims s = check_sample_inputs(op, seed_, theta_, scale, use_scale, q, mu);
+  check_cpu_sample_dtype(op, theta_);
+  check_shape(op, u, "u", {s.B, s.q, s.d});
+  check_shape(op, points, "points", {s.B, s.q + 1, s.d});
+  check_same(op, theta_, "theta", u, "u");
+  check_same(op, theta_, "theta", points, "points");
+  TORCH_CHECK(u.is_contiguous() && points.is_contiguous(), op, ": u and points must be contiguous");
+  // The kernel reads theta (and the scale) while it writes the outputs.
+  at::assert_no_overlap(u, points);
+  at::assert_no_overlap(points, theta_);
+  at::assert_no_overlap(u, theta_);
+  const at::Tensor theta = theta_.contiguous(), seed = seed_.contiguous();
+  sample_into(seed, theta, normalized_scale(theta, scale, use_scale), s, mu, u, points);
 }
 
 at::Tensor directions_vjp_cpu(const at::Tensor& seed_, const at::Tensor& grad_u_) {
@@ -111,6 +140,7 @@ at::Tensor directions_vjp_cpu(const at::Tensor& seed_, const at::Tensor& grad_u_
 
 TORCH_LIBRARY_IMPL(zol2l, CPU, m) {
   m.impl("sample_queries", &sample_queries_cpu);
+  m.impl("sample_queries_out", &sample_queries_out_cpu);
   m.impl("directions_vjp", &directions_vjp_cpu);
 }
 

@@ -32,11 +32,13 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..malloc_tuning import keep_freed_memory_once
 from .seeding import SALT_DATA, SALT_GUIDED, derive
 
 __all__ = [
     "NonFiniteValueError",
     "GradientEstimate",
+    "Workspace",
     "evaluate",
     "mark_nonfinite",
     "gaussian_estimate",
@@ -60,13 +62,45 @@ class GradientEstimate(NamedTuple):
     values: Tensor  # [B, Q] all values of the call
 
 
+class Workspace:
+    """Buffers that a step writes into and the next step writes over, instead of allocating new ones.
+
+    A batch of query points is tens of MB (CIFAR-10, 100 images: u and the points 61 MB each); allocated afresh
+    every step, glibc maps such a block from the kernel and returns it on free, and the step page-faults it in
+    again. ``buffer(name, shape, like)`` returns a contiguous tensor of ``shape`` with ``like``'s dtype and
+    device: the rows [:B] of a kept buffer when one of at least B rows and the same trailing shape exists (the
+    runner drops finished problems, so B only shrinks within a run), else a new one that is kept.
+    What a buffer held is overwritten by the next use: nothing returned to a caller may alias one. Not
+    thread-safe (one workspace per optimizer, used by its steps in turn).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict = {}
+
+    def buffer(self, name: str, shape: Tuple[int, ...], like: Tensor) -> Tensor:
+        buf = self._buffers.get(name)
+        if (buf is None or buf.dtype != like.dtype or buf.device != like.device or buf.dim() != len(shape)
+                or tuple(buf.shape[1:]) != tuple(shape[1:]) or buf.shape[0] < shape[0]):
+            buf = like.new_empty(shape)
+            self._buffers[name] = buf
+        return buf[: shape[0]]
+
+    def clear(self) -> None:
+        """Free the buffers (the next use allocates them again)."""
+        self._buffers.clear()
+
+
 def evaluate(problem, points: Tensor, seeds: Optional[Tensor] = None) -> Tensor:
     """Call the black box once on ``points [B, Q, d]`` and validate the result ``[B, Q]``.
 
     A stochastic problem gets ``seed=derive(seeds, SALT_DATA)`` so that its sample (minibatch) is a function
-    of the step's keys. Values are returned in the dtype of ``points``. Raises ValueError on a wrong shape.
+    of the step's keys. The first call of the process applies `malloc_tuning.keep_freed_memory_once`. Values
+    are returned in the dtype of ``points``. Raises ValueError on a wrong shape.
     """
     B, Q, d = points.shape
+    # Every black-box call of the library passes here: the first one keeps the process from returning the black
+    # box's big per-call buffers to the kernel (malloc_tuning), which it would page-fault in again every step.
+    keep_freed_memory_once()
     if getattr(problem, "stochastic", False) and seeds is not None:
         values = problem(points, seed=derive(seeds, SALT_DATA))
     else:
@@ -119,12 +153,22 @@ def gaussian_estimate(
     seeds: Tensor,
     scale: Optional[Tensor] = None,
     use_scale: Optional[Tensor] = None,
+    workspace: Optional[Workspace] = None,
 ) -> GradientEstimate:
-    """The Gaussian estimator for B problems with one black-box call of B x (q + 1) points."""
+    """The Gaussian estimator for B problems with one black-box call of B x (q + 1) points.
+
+    ``workspace``: the directions and the points are written into its buffers (when no gradient flows to theta
+    or the scale); the returned ``u`` then aliases a buffer that the next call overwrites, and so do the
+    points the black box sees (a black box that keeps them must copy them)."""
     _check_theta(theta, seeds)
     if seeds.device != theta.device:
         seeds = seeds.to(theta.device)
-    u, points = ops.sample_queries(theta, q, mu, scale=scale, use_scale=use_scale, seed=seeds)
+    out = None
+    if workspace is not None and not (torch.is_grad_enabled() and (
+            theta.requires_grad or (scale is not None and scale.requires_grad))):
+        B, d = theta.shape
+        out = (workspace.buffer("u", (B, q, d), theta), workspace.buffer("points", (B, q + 1, d), theta))
+    u, points = ops.sample_queries(theta, q, mu, scale=scale, use_scale=use_scale, seed=seeds, out=out)
     values = evaluate(problem, points, seeds)
     f0 = values[:, 0]
     g = ops.fd_gradient(f0, values[:, 1:], u, mu)

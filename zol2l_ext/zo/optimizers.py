@@ -10,7 +10,9 @@ Common interface (`ZOOptimizer`):
   step's Philox keys, one per problem (`seeding.step_seeds`); every random draw of the step derives from them.
   ``f0`` is f(theta) (the value at the point the step started from; NaN where a value of that row's call was
   not finite). A step calls the black box exactly once and spends ``queries_at(step)`` queries per problem.
-  The input state is not modified (a new dict is returned).
+  The input state is not modified (a new dict is returned). The directions and query points of a step live in
+  the optimizer's `Workspace` and are overwritten by its next step (so a step does not allocate them again):
+  a black box that keeps the points it was given must copy them.
 * ``queries_per_step`` (q + 1 for the Gaussian-estimator methods) and ``queries_at(step)`` (what step number
   ``step`` costs: ZO-SZVR-G alternates snapshot and inner steps).
 * ``state_dict(state=None)`` / ``load_state_dict(sd)``: the name, the hyper-parameters (and ZO-LSTM's weights),
@@ -33,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .estimator import evaluate, gaussian_estimate, guided_estimate, mark_nonfinite, _check_theta
+from .estimator import Workspace, evaluate, gaussian_estimate, guided_estimate, mark_nonfinite, _check_theta
 from .lstm_optimizer import LearnedZO
 from .seeding import SALT_BERNOULLI, derive, uniform01
 
@@ -86,6 +88,14 @@ class ZOOptimizer:
         self.lr = float(lr)
         self.scale_lr_by_dim = bool(scale_lr_by_dim)
         self._validate()
+
+    @property
+    def workspace(self) -> Workspace:
+        """The buffers this optimizer's steps reuse (directions, query points): see `estimator.Workspace`."""
+        ws = self.__dict__.get("_workspace")
+        if ws is None:
+            ws = self.__dict__["_workspace"] = Workspace()
+        return ws
 
     def _validate(self) -> None:
         if self.q < 1:
@@ -161,7 +171,7 @@ class ZOSGD(ZOOptimizer):
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds)
+            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
             theta_new = theta.add(est.g, alpha=-self.step_size(theta.shape[1]))
         return theta_new, {"step": state["step"] + 1}, est.f0
 
@@ -176,7 +186,7 @@ class ZOSignSGD(ZOOptimizer):
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds)
+            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
             theta_new = theta.add(est.g.sign(), alpha=-self.step_size(theta.shape[1]))
         return theta_new, {"step": state["step"] + 1}, est.f0
 
@@ -200,7 +210,7 @@ class ZOAdam(ZOOptimizer):
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds)
+            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
             g = est.g
             t = state["step"] + 1
             m = state["m"].mul(self.beta1).add_(g, alpha=1.0 - self.beta1)
@@ -443,14 +453,15 @@ class ZOLSTM(ZOOptimizer):
                 use = None
                 if self.query_prob < 1.0:
                     use = uniform01(derive(seeds, SALT_BERNOULLI)) < self.query_prob
-                est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, scale=scale, use_scale=use)
+                est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, scale=scale, use_scale=use,
+                                         workspace=self.workspace)
                 g, f0 = est.g, est.f0
             elif self.guided:
                 est = guided_estimate(problem, theta, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
                                       self.alpha)
                 g, f0 = est.g, est.f0
             else:
-                est = gaussian_estimate(problem, theta, self.q, self.mu, seeds)
+                est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
                 g, f0 = est.g, est.f0
             if self.use_update:
                 y, u_new = self.model.update_step(g, state)
