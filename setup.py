@@ -1,11 +1,17 @@
 """Builds zol2l_ext._C: the CPU kernels always, the CUDA kernels wherever torch has CUDA and nvcc exists.
 
+Package metadata and dependencies are in pyproject.toml.
+
 Environment switches:
   ZOL2L_SKIP_CUDA=1      build the CPU kernels only (fast local iteration)
+  ZOL2L_SKIP_EXTENSION=1 install the Python package without the extension; scripts/bootstrap.sh then builds it
+                         with `setup.py build_ext --inplace`, whose objects stay in build/ so that a rebuild
+                         compiles only what changed (pip builds in a fresh temporary folder every time)
   TORCH_CUDA_ARCH_LIST   CUDA architectures to compile for (for example "9.0"), read by torch's cpp_extension;
                          without it and without a visible GPU, the CUDA kernels are skipped
   CUDA_HOME              the CUDA toolkit root; found from `nvcc --dryrun` when unset
 """
+import filecmp
 import glob
 import os
 import re
@@ -72,6 +78,11 @@ def _extension():
     csrc = os.path.join(HERE, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
     sources = [os.path.relpath(s, HERE) for s in sources]
+    # setuptools relinks only when a source or a listed dependency is newer than the built module, and ninja
+    # recompiles only the objects whose source or included header changed: the headers must be listed here or
+    # a header-only change would leave the module as it was.
+    headers = sorted(os.path.relpath(h, HERE) for h in glob.glob(os.path.join(csrc, "**", "*.h"), recursive=True)
+                     + glob.glob(os.path.join(csrc, "**", "*.cuh"), recursive=True))
     # No -std here: cpp_extension passes the standard that the installed torch needs (C++20 for 2.14).
     # -fno-trapping-math lets GCC if-convert the float clamps of exp_approx, so the tile loops vectorize;
     # -fno-math-errno lets sqrtf inline (no errno side effect), so the normal-fill loops vectorize.
@@ -88,23 +99,31 @@ def _extension():
             include_dirs=[csrc] + _extra_cuda_includes(),
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=["-fopenmp"],
+            depends=headers,
         )
     print("zol2l_ext: building CPU kernels only", flush=True)
     return CppExtension("zol2l_ext._C", sources, include_dirs=[csrc], extra_compile_args={"cxx": cxx},
-                        extra_link_args=["-fopenmp"])
+                        extra_link_args=["-fopenmp"], depends=headers)
+
+
+class _BuildExt(BuildExtension.with_options(no_python_abi_suffix=True)):
+    def copy_extensions_to_source(self):
+        # setuptools copies the module over the in-place one on every --inplace run, rebuilt or not, truncating
+        # the file under any process that has it loaded. Replace it only when it differs, and atomically.
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
+            if os.path.exists(inplace_file) and filecmp.cmp(regular_file, inplace_file, shallow=False):
+                continue
+            tmp = f"{inplace_file}.tmp{os.getpid()}"
+            shutil.copy2(regular_file, tmp)
+            os.replace(tmp, inplace_file)
+            print(f"zol2l_ext: updated {os.path.relpath(inplace_file, HERE)}", flush=True)
 
 
 setup(
-    name="zol2l_ext",
-    version="0.1.0",
-    description="Learned zeroth-order optimizer (ZO-L2L) with fused C++/CUDA kernels for PyTorch",
     packages=find_packages(include=["zol2l_ext", "zol2l_ext.*"]),
     package_data={"zol2l_ext": ["pretrained/*.pt", "tuned/*.json"]},
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
-    python_requires=">=3.10",
-    # No torch pin: the extension builds against whatever torch is installed (2.14.1 here, 2.11 on the
-    # GPU machine); requirements.txt pins the versions CI uses.
-    install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
-    entry_points={"console_scripts": ["zol2l=zol2l_ext.cli:main"]},
+    ext_modules=[] if os.environ.get("ZOL2L_SKIP_EXTENSION") == "1" else [_extension()],
+    cmdclass={"build_ext": _BuildExt},
 )

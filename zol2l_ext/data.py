@@ -87,7 +87,11 @@ def load_mnist(root: str, train: bool = False, download: bool = False) -> tuple[
 
     ``download=True`` lets torchvision fetch the files into ``<root>/mnist`` when they are missing (only when the
     caller asks for it; the default never touches the network)."""
-    import torchvision
+    try:
+        import torchvision  # optional (pyproject's "mnist" extra): it pins one torch, so it is not a dependency
+    except ImportError as e:
+        raise DataRootError("reading MNIST needs torchvision, which is not installed: install the torchvision "
+                            "release that matches your torch (pip install 'zol2l_ext[mnist]' picks one)") from e
 
     mroot = os.path.join(root, "mnist")
     try:
