@@ -5,7 +5,7 @@ reference code's seeded shuffle); ``run_attack`` builds ONE AttackProblem for al
 image i is batch row t * B + i, so trials are extra rows whose random directions differ, since the runner keys
 each row's directions by (seed, row, step)), runs every optimizer from the same initial point with the same
 seed through ``zo.runner.minimize``, and returns a JSON-able summary plus the adversarial images.
-``write_outputs`` writes results.json, loss_curves.png and adversarial_grid.png.
+``write_outputs`` writes results.json, success_vs_queries.png, loss_curves.png and adversarial_grid.png.
 
 Loss (DESIGN.md, paper App. A.1): max{F_t0(x) - max_{j != t0} F_j(x), 0} + c ||x - x0||_1 with F the
 log-probabilities, x = clamp(x0 + delta, 0, 1) ("pixel" space) or x = (tanh(w) + 1) / 2 ("tanh" space); the
@@ -27,6 +27,7 @@ from . import data as D
 from . import models as M
 from . import tasks as T
 from .fileio import atomic_write_json
+from .user_targets import resolve_target
 
 #: the attack dataset -> its task in tasks.TASKS (digits -> digits-attack, mnist -> mnist-attack, cifar10 ->
 #: cifar-attack): the task whose space is the dataset's default and whose shipped tuning `zol2l attack` uses
@@ -143,7 +144,7 @@ def prepare_attack(dataset: str = "digits", data_root: str | None = None, target
     if dataset not in D.DATASETS:
         raise AttackSetupError(f"unknown dataset {dataset!r}; choose one of {', '.join(D.DATASETS)}")
     defaults = DATASET_DEFAULTS[dataset]
-    tgt = M.load_target(target, dataset=dataset, data_root=data_root, device=device, progress=progress)
+    tgt = resolve_target(target, dataset, data_root=data_root, device=device, progress=progress)
     if tgt.dataset != dataset:
         raise AttackSetupError(f"target {tgt.name!r} classifies {tgt.dataset}, not {dataset}")
     if dataset == "digits":
@@ -419,7 +420,10 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
         l1, l2 = problem.distortion(theta)
         entry = summarize(forward_fill(res.loss.cpu()), res.success.cpu(), res.first_success_step.cpu(),
                           res.first_success_queries.cpu(), res.queries.cpu(), l1.cpu(), l2.cpu(), B, trials)
-        entry = {"lr": lr_table[name], "wall_seconds": round(wall, 3), **entry}
+        axis = [0]  # queries spent before each step (ZO-SZVR-G's snapshot steps cost more)
+        for t in range(steps):
+            axis.append(axis[-1] + int(opt.queries_at(t)))
+        entry = {"lr": lr_table[name], "wall_seconds": round(wall, 3), **entry, "query_axis": axis}
         results["optimizers"][name] = entry
         adv = problem.adversarial_images(theta)[:B].cpu()
         outcome.adversarial[name] = adv
@@ -459,16 +463,21 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(outcome: AttackOutcome, out_dir: str, grid_images: int = 8) -> dict[str, str]:
-    """results.json, loss_curves.png and adversarial_grid.png in ``out_dir``; returns their paths."""
+def write_outputs(outcome: AttackOutcome, out_dir: str, grid_images: int = 8, loss_x: str = "iteration",
+                  loss_log: bool | None = None) -> dict[str, str]:
+    """results.json, success_vs_queries.png, loss_curves.png (against ``loss_x``, "iteration" or "queries";
+    ``loss_log`` None: a log axis where the losses allow one) and adversarial_grid.png in ``out_dir``; returns
+    their paths."""
     from . import plots
 
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"results": os.path.join(out_dir, "results.json"),
-             "loss_curves": os.path.join(out_dir, "loss_curves.png"),
-             "adversarial_grid": os.path.join(out_dir, "adversarial_grid.png")}
+    paths = {name: os.path.join(out_dir, file) for name, file in (
+        ("results", "results.json"), ("success_vs_queries", "success_vs_queries.png"),
+        ("loss_curves", "loss_curves.png"), ("adversarial_grid", "adversarial_grid.png"))}
     atomic_write_json(outcome.results, paths["results"])
-    plots.plot_loss_curves(outcome.results, paths["loss_curves"])
+    plots.plot_success_vs_queries(outcome.results, paths["success_vs_queries"])
+    plots.plot_loss_curves(outcome.results, paths["loss_curves"], log_y=loss_log, x=loss_x)
     plots.plot_adversarial_grid(outcome.images, outcome.labels, outcome.adversarial, outcome.adv_labels,
-                                paths["adversarial_grid"], max_images=grid_images, classes=outcome.classes)
+                                paths["adversarial_grid"], max_images=grid_images, classes=outcome.classes,
+                                trial=0, trials=outcome.results["config"].get("trials"))
     return paths

@@ -22,6 +22,7 @@ import time
 from typing import Sequence
 
 from . import data as D
+from .cli_args import (add_progress_flags, nonnegative_float, positive_float, positive_int, resolve_progress)
 from .threads import torch_threads
 
 
@@ -31,8 +32,9 @@ def _add_attack(sub) -> None:
 
     p = sub.add_parser("attack", help="black-box attack: compare ZO optimizers on a classifier",
                        description="Untargeted score-based black-box attack (paper App. A.1) of correctly "
-                                   "classified test images; writes results.json, loss_curves.png and "
-                                   "adversarial_grid.png into --out and prints a comparison table.")
+                                   "classified test images; writes results.json, success_vs_queries.png, "
+                                   "loss_curves.png and adversarial_grid.png into --out and prints a comparison "
+                                   "table.")
     p.add_argument("dataset", nargs="?", default="digits", choices=D.DATASETS,
                    help="digits (embedded default: no data root needed), mnist or cifar10")
     p.add_argument("--data-root", default=None,
@@ -41,20 +43,22 @@ def _add_attack(sub) -> None:
     g.add_argument("--indices", default=None,
                    help="positions in the seeded shuffle of correctly classified test images, e.g. 5000:5100 "
                         "(the paper's test images; the default for mnist/cifar10) or 0,3,7")
-    g.add_argument("--count", type=int, default=None,
+    g.add_argument("--count", type=positive_int, default=None,
                    help="attack N images from the default start (5000 for mnist/cifar10, 0 for digits)")
     p.add_argument("--optimizers", default=None,
                    help="comma-separated: zo-sgd,zo-signsgd,zo-adam,zo-szvr-g,guided-es,zo-lstm,"
                         "zo-lstm-no-query,zo-lstm-no-update,zo-lstm-guided-es (default: the three baselines, "
                         "plus zo-lstm where a pretrained checkpoint loads)")
-    p.add_argument("--q", type=int, default=None, help="query directions per step (default: 10/20/50 for "
-                                                       "digits/mnist/cifar10)")
-    p.add_argument("--mu", type=float, default=None,
+    p.add_argument("--q", type=positive_int, default=None,
+                   help="query directions per step; a step costs q + 1 queries (default: 10/20/50 for "
+                        "digits/mnist/cifar10)")
+    p.add_argument("--mu", type=positive_float, default=None,
                    help="smoothing radius of the estimator (default: 1e-3 in pixel space, 0.005 in tanh space)")
-    p.add_argument("--steps", type=int, default=None, help="iterations (default 200)")
-    p.add_argument("--trials", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None, help="iterations (default 200)")
+    p.add_argument("--trials", type=positive_int, default=None,
                    help="independent runs per image, as extra batch rows (default 3 digits, 10 mnist/cifar10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the query directions; the same seed gives the same run (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--out", default=None, help="output folder (default runs/attack-<dataset>-<time>)")
     p.add_argument("--lr", action="append", default=None, metavar="[NAME=]VALUE",
@@ -63,10 +67,12 @@ def _add_attack(sub) -> None:
     p.add_argument("--tuned", default=None, metavar="PATH|TASK|none",
                    help="take the baselines' tuned lr (and ZO-ADAM betas) from a `zol2l tune` JSON file or a task's "
                         "shipped tuning (zol2l_ext/tuned/TASK.json); default: the dataset's task's shipped tuning "
-                        "where one exists (digits-attack, mnist-attack, cifar-attack), else attack.DEFAULT_LRS; "
-                        "'none': DEFAULT_LRS")
-    p.add_argument("--budget", type=int, default=None, help="query budget per attack (stops a row there)")
-    p.add_argument("--c", type=float, default=None, help="distortion weight (default 0.1; cifar10 0.25)")
+                        "where one exists (digits-attack, mnist-attack, cifar-attack), else the built-in fallback "
+                        "rates; 'none': the built-in fallback rates")
+    p.add_argument("--budget", type=positive_int, default=None,
+                   help="queries per attack (image x trial): it stops before a step that would exceed them")
+    p.add_argument("--c", type=nonnegative_float, default=None,
+                   help="distortion weight (default 0.1; cifar10 0.25)")
     p.add_argument("--norm", choices=("l1", "l2"), default="l1", help="distortion penalty (default l1)")
     p.add_argument("--space", choices=SPACES, default=None,
                    help="the attack's variable: pixel (x = clamp(x0 + delta, 0, 1)) or tanh (x = (tanh(w) + 1) / 2); "
@@ -74,18 +80,26 @@ def _add_attack(sub) -> None:
                             f"{ds} {kw['space']}" for ds, kw in DATASET_DEFAULTS.items()) + "); the fallback "
                         "lrs and the tuning must be of the same space")
     p.add_argument("--target", default=None,
-                   help="target model: mnist-authors, cifar10-staged, mnist-cw, cifar10-cw, digits-cnn, or a "
-                        "checkpoint path (default: the dataset's staged model; digits-cnn for digits)")
+                   help="target model: mnist-authors, cifar10-staged, mnist-cw, cifar10-cw, digits-cnn; your own "
+                        "as module:factory (a function or class of an importable module, current folder first, "
+                        "that returns the model) or a model file (a whole model saved with torch.save, "
+                        "TorchScript, or a `zol2l train-target` checkpoint); the model takes [N, C, H, W] images "
+                        "in [0, 1] and returns logits or log-probabilities (default: the dataset's staged model; "
+                        "digits-cnn for digits)")
     p.add_argument("--learned", default=None,
                    help="pretrained ZO-LSTM name (zol2l_ext/pretrained/<name>.pt) or .pt path for zo-lstm*")
     p.add_argument("--stop-at-success", action="store_true", help="stop each attack at its first success")
-    p.add_argument("--chunk-size", type=int, default=None,
+    p.add_argument("--chunk-size", type=positive_int, default=None,
                    help="images per model forward (memory bound; default 4096 on CPU, 16384 on CUDA)")
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST when it is missing")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: 1 for digits, whose tiny batches lose time to thread "
                         "synchronisation, else torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--loss-x", choices=("iteration", "queries"), default="iteration",
+                   help="x axis of loss_curves.png: the iteration (default) or the queries spent")
+    p.add_argument("--loss-axis", choices=("log", "linear"), default="log",
+                   help="y axis of loss_curves.png (default log, where every mean loss is positive)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=cmd_attack)
 
 
@@ -98,17 +112,18 @@ def _add_train(sub) -> None:
     p.add_argument("arch", choices=ARCH_NAMES,
                    help="cw (the paper's Carlini-Wagner architecture, mnist/cifar10), authors (mnist), "
                         "staged (cifar10), digits (digits)")
-    p.add_argument("dataset", choices=D.DATASETS)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("dataset", choices=D.DATASETS, help="the data set to train on: " + ", ".join(D.DATASETS))
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes over the training set (default 10)")
     p.add_argument("--out", default=None, help=f"checkpoint path (default ${D.ENV_CACHE}/targets/<name>.pt, "
                                                 "where --target <name> finds it)")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per training step (default: the architecture's)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the architecture's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST when it is missing")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=cmd_train_target)
 
 
@@ -129,9 +144,10 @@ def _add_tune(sub) -> None:
     p.add_argument("task", help="a task of zol2l_ext.tasks: digits-attack, mnist-attack, cifar-attack, binary")
     p.add_argument("--optimizers", default="zo-sgd,zo-signsgd,zo-adam",
                    help="comma-separated subset of zo-sgd,zo-signsgd,zo-adam (default all three)")
-    p.add_argument("--trials", type=int, default=2, help="copies of every tune item with other directions (default 2)")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the task's horizon)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=positive_int, default=2,
+                   help="copies of every tune item with other directions (default 2)")
+    p.add_argument("--steps", type=positive_int, default=None, help="steps per run (default: the task's horizon)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query directions (default 0)")
     p.add_argument("--grid", default=None, help="coarse deltas, comma-separated (default 0.01,0.1,1,10,100,1000)")
     p.add_argument("--fine", default=None,
                    help="factors of the best coarse delta, comma-separated, e.g. 0.3333,0.5,2,3 (default); '' for none")
@@ -141,12 +157,12 @@ def _add_tune(sub) -> None:
     p.add_argument("--ship", action="store_true",
                    help="also write zol2l_ext/tuned/<task>.json, the tuning `zol2l attack` uses by default")
     p.add_argument("--space", choices=SPACES, default=None,
-                   help="attack tasks: tune in this parameterisation (default: the task's, tasks.TASKS; recorded as "
-                        "config.space, and a run in another space refuses the tuning)")
+                   help="attack tasks: tune in this parameterisation (default: the task's; recorded in the tuning "
+                        "file, and a run in another space refuses the tuning)")
     p.add_argument("--no-batch", action="store_true",
                    help="run every candidate alone (default: a stage's candidates as one batched problem)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=cmd_tune)
 
 
@@ -171,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .reproduce_cli import add_parser as _add_reproduce
 
     _add_reproduce(sub)
+    add_progress_flags(sub)
     return parser
 
 
@@ -182,20 +199,30 @@ def cmd_attack(args) -> int:
 
 def _attack(args) -> int:
     from . import attack as A
+    from . import tasks as T
 
     t_start = time.perf_counter()
     progress = not args.no_progress
+    # Everything that can be checked without the data and the model is checked first: a bad value fails at once,
+    # not after minutes of loading, and the banner below shows the values in force.
+    dflt = A.DATASET_DEFAULTS[args.dataset]
+    space = A.dataset_space(args.dataset, args.space)
+    q = dflt["q"] if args.q is None else args.q
+    steps = dflt["steps"] if args.steps is None else args.steps
+    trials = dflt["trials"] if args.trials is None else args.trials
+    c = dflt["c"] if args.c is None else args.c
+    mu = T.SPACE_MU[space] if args.mu is None else args.mu
+    if args.budget is not None and args.budget < q + 1:
+        raise A.AttackSetupError(f"--budget {args.budget} is below one step's q + 1 = {q + 1} queries")
     device = A.resolve_device(args.device)
-    aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=args.target, indices=args.indices,
-                            count=args.count, device=device, download=args.download, progress=progress)
+    optimizers = A.parse_optimizers(args.optimizers) if args.optimizers else list(A.BASELINES)
+    common, per = A.parse_lr_overrides(args.lr)
 
     learned, learned_name = None, None
     if args.optimizers:
-        optimizers = A.parse_optimizers(args.optimizers)
         if any(n.startswith("zo-lstm") for n in optimizers):
             learned, learned_name = _load_learned(args.learned, args.dataset)
     else:
-        optimizers = list(A.BASELINES)
         if args.learned:
             learned, learned_name = _load_learned(args.learned, args.dataset)
         else:
@@ -207,8 +234,6 @@ def _attack(args) -> int:
                       f"(looked for {tried} in zol2l_ext/pretrained/)", file=sys.stderr)
         if learned is not None:
             optimizers.append("zo-lstm")
-
-    common, per = A.parse_lr_overrides(args.lr)
     unknown = sorted(set(per) - set(optimizers))
     if unknown:
         raise A.AttackSetupError(f"--lr for {', '.join(unknown)}, which does not run (running: "
@@ -216,18 +241,20 @@ def _attack(args) -> int:
     lrs = {n: (per[n] if n in per else common) for n in optimizers if n in per or common is not None}
     lrs, optimizer_kwargs, lr_source = _tuned_lrs(args, optimizers, lrs)
 
+    aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=args.target, indices=args.indices,
+                            count=args.count, device=device, download=args.download, progress=progress)
     out = args.out or os.path.join("runs", f"attack-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    dflt = A.DATASET_DEFAULTS[args.dataset]
-    q, steps = args.q or dflt["q"], args.steps or dflt["steps"]
-    rows = len(aset.ids) * (args.trials or dflt["trials"])
-    space = A.dataset_space(args.dataset, getattr(args, "space", None))
-    print(f"zol2l attack: {len(aset.ids)} {args.dataset} images ({aset.target.name}, {space} space) x "
-          f"{rows // len(aset.ids)} trials, optimizers {', '.join(optimizers)}, device {device}; "
-          f"{rows} rows x {q + 1} queries x {steps} steps = {rows * (q + 1) * steps:,} model evaluations "
-          f"per optimizer", file=sys.stderr)
+    n_img = len(aset.ids)
+    rows = n_img * trials
+    cost = f"{rows} rows x {q + 1} queries x {steps} steps = {rows * (q + 1) * steps:,} model evaluations"
+    print(f"zol2l attack: {n_img} {args.dataset} images ({aset.target.name}, {space} space) x {trials} trials, "
+          f"optimizers {', '.join(optimizers)}, q={q}, mu={mu:g}, c={c:g}, {args.norm}, "
+          f"budget {args.budget if args.budget is not None else 'none'}"
+          f"{', stop at success' if args.stop_at_success else ''}, device {device}; "
+          f"{cost} per optimizer at most", file=sys.stderr)
     outcome = A.run_attack(args.dataset, aset.images, aset.labels, aset.target.model, optimizers,
-                           output=aset.output, image_ids=aset.ids, q=args.q, mu=args.mu, steps=args.steps,
-                           trials=args.trials, seed=args.seed, device=device, lrs=lrs, c=args.c,
+                           output=aset.output, image_ids=aset.ids, q=q, mu=mu, steps=steps,
+                           trials=trials, seed=args.seed, device=device, lrs=lrs, c=c,
                            norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
                            chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
                            target_name=aset.target.name, classes=aset.classes,
@@ -237,10 +264,9 @@ def _attack(args) -> int:
     outcome.results["config"]["positions"] = aset.positions
     outcome.results["config"]["target_source"] = aset.target.source
     outcome.results["config"]["wall_seconds_total"] = round(time.perf_counter() - t_start, 2)
-    paths = A.write_outputs(outcome, out)
+    paths = A.write_outputs(outcome, out, loss_x=args.loss_x, loss_log=None if args.loss_axis == "log" else False)
     print(A.format_table(outcome.results))
-    print(f"wrote {paths['results']}, {paths['loss_curves']}, {paths['adversarial_grid']} "
-          f"({time.perf_counter() - t_start:.1f} s)")
+    print(f"wrote {', '.join(paths.values())} ({time.perf_counter() - t_start:.1f} s)")
     return 0
 
 
@@ -394,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv[1:]  # the subcommand's own arguments (zol2l train records the command that ran)
+    resolve_progress(args)
     from .attack import AttackSetupError
     from .models import ModelOutputError
 

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("evaluate", help="quality check: ZO-LSTM vs the tuned baselines on a task's test problems",
                        description="Runs every optimizer on the task's part (default: test) from the same initial "
-                                   "points with the same seed, items x trials rows at once, and checks the issue's "
+                                   "points with the same seed, items x trials rows at once, and checks the quality "
                                    "criteria: ZO-LSTM's mean loss curve below every baseline's from --from-step on, "
                                    "its final mean loss the lowest, its mean queries to first success fewer than "
                                    "the best baseline's (attacks); then the paired criteria (criteria.py): "
@@ -24,21 +24,21 @@ def add_parser(sub) -> None:
                                    "success rate not below it, and the QueryRNN's gain over zo-lstm-no-query. "
                                    "Writes results.json, paired_criteria.json, loss_curves.png and quality.md "
                                    "into --out and prints the table and the verdicts.")
-    p.add_argument("task", choices=TASK_NAMES)
+    p.add_argument("task", choices=TASK_NAMES, help="the task whose problems are evaluated")
     p.add_argument("--part", default="test", help="the task's part: test (default), val, train, tune")
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
                    help=f"comma-separated (default {','.join(DEFAULT_OPTIMIZERS)})")
     p.add_argument("--trials", type=int, default=10, help="runs per item with other directions (default 10)")
     p.add_argument("--steps", type=int, default=None, help="steps (default: the task's horizon)")
     p.add_argument("--items", type=int, default=None, help="the first N items of the part (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the query directions (default 0)")
     p.add_argument("--learned", default=None, metavar="NAME|PATH",
                    help="the ZO-LSTM weights: a pretrained name (zol2l_ext/pretrained/NAME.pt) or a .pt file "
                         "(default: the task's name)")
     p.add_argument("--tuned", default=None, metavar="PATH|TASK|none",
                    help="the baselines' tuned lr (and ZO-ADAM betas): a `zol2l tune` JSON file or a task's shipped "
                         "tuning (default: the task's own, zol2l_ext/tuned/TASK.json, where it exists; else "
-                        "attack.DEFAULT_LRS / the optimizer defaults, marked untuned); 'none': no tuning")
+                        "the built-in fallback rates or the optimizer defaults, marked untuned); 'none': no tuning")
     p.add_argument("--from-step", type=int, default=50, help="the curve criterion's first step (default 50)")
     p.add_argument("--space", choices=SPACES, default=None,
                    help="attack tasks: the attack's parameterisation, pixel or tanh (default: the task's, "
@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", default=None, help=f"data folder for mnist/cifar tasks (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -34,13 +34,31 @@ def add_parser(sub) -> None:
                    help="report: folder of saved results (default docs/results/reproduce)")
     p.add_argument("--report-out", default=os.path.join("docs", "RESULTS.md"), help="report: output file")
     p.add_argument("--replot", action="store_true", help="report: redraw every figure from its saved numbers first")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the directions and problems (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--data-root", default=None, help=f"data folder for the MNIST/CIFAR tasks (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--fresh", action="store_true", help="ignore finished sub-runs in <out>/parts/ and run all again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=cmd_reproduce)
+
+
+def format_scale(params: dict) -> str:
+    """A scale's parameters for people: "items 10, steps 200, tasks mnist-attack (learned mnist-attack)"."""
+    def value(v) -> str:
+        if v is None:
+            return "default"
+        if isinstance(v, dict):
+            if "task" in v:  # a task entry: its name, then what it is run with
+                rest = [f"{k} {value(x)}" for k, x in sorted(v.items()) if k != "task" and x is not None]
+                return str(v["task"]) + (f" ({', '.join(rest)})" if rest else "")
+            return "; ".join(f"{k} {value(x)}" for k, x in sorted(v.items()))
+        if isinstance(v, (list, tuple)):
+            sep = "; " if any(isinstance(x, dict) for x in v) else "/"
+            return sep.join(value(x) for x in v)
+        return str(v)
+
+    return ", ".join(f"{k} {value(v)}" for k, v in sorted(params.items()))
 
 
 def _overrides(items) -> dict:
@@ -66,7 +84,7 @@ def cmd_reproduce(args) -> int:
             mod = experiment_module(n)
             print(f"{n:8s} {mod.PAPER:28s} {mod.TITLE}")
             for s, ps in mod.SCALES.items():
-                print(f"{'':8s}   {s}: {json.dumps(ps, sort_keys=True)}")
+                print(f"{'':8s}   {s + ':':9s}{format_scale(ps)}")
         return 0
     if names == ["report"]:
         from .reproduce.report import write_report

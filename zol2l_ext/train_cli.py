@@ -49,18 +49,22 @@ def add_parser(sub) -> None:
                                    "weights by the held-out objective (the loss curve weighted as --weighting). "
                                    "Writes checkpoint.pt "
                                    "(resumable), best.pt, log.json, log.csv and curves.png into --out.")
-    p.add_argument("task", choices=TASK_NAMES)
-    p.add_argument("--stage", type=int, choices=(1, 2), default=1)
+    p.add_argument("task", choices=TASK_NAMES, help="the task whose training problems train the optimizer")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=1,
+                   help="1: train the UpdateRNN with Gaussian directions (default); 2: train the QueryRNN with "
+                        "the UpdateRNN frozen (give the stage-1 weights with --init)")
     p.add_argument("--grad-mode", choices=("first-order", "zeroth-order"), default="first-order",
                    help="optimizee gradient of the meta-loss: autograd through the black box (training only) or "
                         "coordinatewise central differences (eq. 5)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--updates-per-epoch", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10,
+                   help="epochs; each ends with the held-out check that keeps the best weights (default 10)")
+    p.add_argument("--updates-per-epoch", type=int, default=5, help="meta-updates per epoch (default 5)")
     p.add_argument("--batch", type=int, default=None, help="problems per meta-batch (default 10; stage 2: 2)")
     p.add_argument("--horizon", type=int, default=None, help="steps per trajectory (default: the task's)")
     p.add_argument("--unroll", type=int, default=None, help="truncated-BPTT window (default 20)")
     p.add_argument("--q", type=int, default=None, help="query directions per step (default: the task's)")
-    p.add_argument("--mu", type=float, default=None)
+    p.add_argument("--mu", type=float, default=None,
+                   help="smoothing radius of the gradient estimator (default: the task's)")
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 stage 1, 5e-3 stage 2)")
     p.add_argument("--lam", type=float, default=0.005, help="eq. 4's lambda (stage 2)")
     p.add_argument("--clip", type=float, default=1.0,
@@ -91,9 +95,11 @@ def add_parser(sub) -> None:
     p.add_argument("--query-prob", type=float, default=0.5,
                    help="stage 2: the Bernoulli p with which the QueryRNN's scale is used at test time (the "
                         "held-out evaluation's, saved with the weights as the default of ZO-LSTM; the paper's 0.5)")
-    p.add_argument("--val-trials", type=int, default=1)
-    p.add_argument("--val-steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-trials", type=int, default=1,
+                   help="runs per held-out problem, with other directions, in the held-out check (default 1)")
+    p.add_argument("--val-steps", type=int, default=None,
+                   help="steps of the held-out check (default: --horizon)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, problems and directions (default 0)")
     p.add_argument("--init", default=None,
                    help="start from these weights: a pretrained name or a .pt path (stage 2: the stage-1 best.pt)")
     p.add_argument("--update-scale", default="1",
@@ -106,9 +112,9 @@ def add_parser(sub) -> None:
     p.add_argument("--export", default=None, metavar="NAME",
                    help="write the best weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=cmd_train)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from .compare import fmt, lowest_final_claim, paired_lower
 from .core import claim
-from .figures import curve_panel, panels, save
+from .figures import curve_panel, panels, plt, save, success_panel
 
 TITLE = "Black-box attack loss vs iterations (MNIST, CIFAR-10)"
 PAPER = "Fig. 2 and App. A.3"
@@ -68,7 +68,20 @@ def plot(data, out_dir) -> List[str]:
         band = "trials" if r["trials"] > 1 else "images"
         curve_panel(ax, r["optimizers"], f"{r['task']}: {what} x {r['trials']} trial(s); band: std over {band}",
                     ylabel="attack loss", log_y=True)
-    return [save(fig, out_dir, "fig2_attack_loss.png", "Fig. 2: attack loss vs iterations")]
+    paths = [save(fig, out_dir, "fig2_attack_loss.png", "Fig. 2: attack loss vs iterations")]
+    # The attack literature's main figure (not in the paper): success rate against the queries spent.
+    fig, axes = panels(len(runs), ncols=2)
+    drawn = False
+    for ax, r in zip(axes, runs):
+        cfg = r["config"]
+        what = "test image 0" if r["which"] == "single" else f"{r['items']} test images"
+        drawn |= success_panel(ax, r["optimizers"], int(cfg["steps"]) * (int(cfg["q"]) + 1),
+                               f"{r['task']}: {what} x {r['trials']} trial(s), q={cfg['q']}")
+    if drawn:
+        paths.append(save(fig, out_dir, "fig2_attack_success.png", "Attack success rate vs queries"))
+    else:  # results saved before first-success queries were recorded
+        plt.close(fig)
+    return paths
 
 
 def table(data) -> str:

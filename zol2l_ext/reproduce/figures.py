@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["arr", "panels", "curve_panel", "save", "plt"]
+from ..plots import success_rate_curve  # noqa: E402
+
+__all__ = ["arr", "panels", "curve_panel", "success_panel", "save", "plt"]
 
 #: one colour per optimizer across every figure of the report
 COLORS = {
@@ -56,6 +58,28 @@ def curve_panel(ax, entries: Mapping[str, Mapping[str, Any]], title: str, ylabel
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def success_panel(ax, entries: Mapping[str, Mapping[str, Any]], max_queries: int, title: str,
+                  budget: Optional[int] = None) -> bool:
+    """The share of attacks with a success within Q queries against Q, one step curve per entry that records
+    "first_success_queries" (one per attack, -1: never); the budget, if any, marked. False: no entry had them."""
+    drawn = False
+    for name, e in entries.items():
+        if e.get("first_success_queries") is None:
+            continue
+        qs, rate = success_rate_curve(e["first_success_queries"], max_queries)
+        ax.step(qs, 100 * rate, where="post", label=name, lw=1.4, color=COLORS.get(name))
+        drawn = True
+    if budget:
+        ax.axvline(budget, color="black", ls="--", lw=1, label=f"budget {budget}")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("queries per attack")
+    ax.set_ylabel("attacks succeeded (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return drawn
 
 
 def save(fig, out_dir: str, name: str, suptitle: Optional[str] = None) -> str:

@@ -1,0 +1,55 @@
+"""argparse pieces shared by the zol2l subcommands: checked number types and the progress-bar switch.
+
+Number types reject a bad value while the command line is parsed, before any model or data set is loaded, with
+argparse's usual one-line error (``zol2l attack: error: argument --q: must be an integer >= 1, got '0'``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _number(kind, low: float, strict: bool, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (value > low if strict else value >= low):  # also rejects nan
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type by it in other messages
+    return parse
+
+
+positive_int = _number(int, 1, False, "an integer >= 1")
+nonnegative_int = _number(int, 0, False, "an integer >= 0")
+positive_float = _number(float, 0.0, True, "a number > 0")
+nonnegative_float = _number(float, 0.0, False, "a number >= 0")
+
+
+def add_progress_flags(sub: argparse._SubParsersAction) -> None:
+    """Gives every subcommand that has --no-progress the opposite --progress (bars even when stderr is not a
+    terminal); `resolve_progress` then decides once for all of them."""
+    for parser in sub.choices.values():
+        if "--no-progress" in parser._option_string_actions and "--progress" not in parser._option_string_actions:
+            parser.add_argument("--progress", action="store_true",
+                                help="progress bars even when stderr is not a terminal (default: only on one)")
+        action = parser._option_string_actions.get("--no-progress")
+        if action is not None and not action.help:
+            action.help = "no progress bars, even on a terminal"
+
+
+def resolve_progress(args: argparse.Namespace, stream=None) -> None:
+    """Sets ``args.no_progress``: bars on a terminal, none in a redirected log (where tqdm's carriage returns
+    pile up), unless --progress or --no-progress says otherwise."""
+    if not hasattr(args, "no_progress"):
+        return
+    if getattr(args, "progress", False) and args.no_progress:
+        print(f"zol2l {args.command}: error: --progress and --no-progress contradict each other", file=sys.stderr)
+        raise SystemExit(2)
+    if getattr(args, "progress", False):
+        args.no_progress = False
+    elif not args.no_progress:
+        args.no_progress = not (stream or sys.stderr).isatty()
