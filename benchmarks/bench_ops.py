@@ -100,9 +100,12 @@ class Timer:
     processes on a shared machine hits all of them alike rather than one.
     """
 
-    def __init__(self, device: str, budget: Budget):
+    def __init__(self, device: str, budget: Budget, clock: Callable[[], float] = time.perf_counter):
         self.device = device
         self.b = budget
+        # CPU only: time.process_time counts the CPU time this process got, not the time it waited for a core
+        # (bench_attack_step --clock cpu, for single-threaded runs on a loaded machine).
+        self.clock = clock
         self._flush = None
         if device == "cuda":
             # Larger than any L2 so far (50 MiB on H100, 60 MiB on H200...): 256 MiB.
@@ -241,7 +244,7 @@ class Timer:
                 marks[2 * k + 2].record()
                 del outs
             return marks
-        pc = time.perf_counter
+        pc = self.clock
         sf = sb = 0.0
         for _ in range(inner):
             t0 = pc()
