@@ -144,7 +144,9 @@ def prepare_attack(dataset: str = "digits", data_root: str | None = None, target
     if dataset not in D.DATASETS:
         raise AttackSetupError(f"unknown dataset {dataset!r}; choose one of {', '.join(D.DATASETS)}")
     defaults = DATASET_DEFAULTS[dataset]
-    tgt = resolve_target(target, dataset, data_root=data_root, device=device, progress=progress)
+    # a LoadedTarget is used as it is (e.g. a model behind an endpoint, remote_attack.endpoint_target)
+    tgt = target if isinstance(target, M.LoadedTarget) else resolve_target(target, dataset, data_root=data_root,
+                                                                           device=device, progress=progress)
     if tgt.dataset != dataset:
         raise AttackSetupError(f"target {tgt.name!r} classifies {tgt.dataset}, not {dataset}")
     if dataset == "digits":
@@ -363,11 +365,13 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
                stop_at_success: bool = False, chunk_size: int | None = None, learned=None,
                learned_name: str | None = None, target_name: str | None = None, classes=None,
                optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
-               progress: bool = True, space: str | None = None) -> AttackOutcome:
+               progress: bool = True, space: str | None = None,
+               minimize_kwargs: dict[str, Any] | None = None) -> AttackOutcome:
     """Runs each optimizer on B images x ``trials`` rows of one AttackProblem, same start point and seed.
 
     ``space``: the attack's parameterisation, "pixel" or "tanh" (None: the dataset's default,
-    DATASET_DEFAULTS[dataset]["space"]); it also picks the fallback lrs (DEFAULT_LRS)."""
+    DATASET_DEFAULTS[dataset]["space"]); it also picks the fallback lrs (DEFAULT_LRS). ``minimize_kwargs`` go to
+    every ``zo.runner.minimize`` call (checkpoints, resume: see remote_attack.run_resumable_attack)."""
     from .zo.problems import AttackProblem
     from .zo.runner import minimize
 
@@ -414,7 +418,7 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
                               **((optimizer_kwargs or {}).get(name, {})))
         t0 = time.perf_counter()
         res = minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, budget=budget,
-                       stop_at_success=stop_at_success, progress=progress, desc=name)
+                       stop_at_success=stop_at_success, progress=progress, desc=name, **(minimize_kwargs or {}))
         wall = time.perf_counter() - t0
         theta = res.theta.to(dev)
         l1, l2 = problem.distortion(theta)

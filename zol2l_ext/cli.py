@@ -16,6 +16,7 @@ checkpoint exists). No network, no data root.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -100,6 +101,9 @@ def _add_attack(sub) -> None:
     p.add_argument("--loss-axis", choices=("log", "linear"), default="log",
                    help="y axis of loss_curves.png (default log, where every mean loss is positive)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
+    from .remote_attack import add_endpoint_args
+
+    add_endpoint_args(p)
     p.set_defaults(func=cmd_attack)
 
 
@@ -187,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .reproduce_cli import add_parser as _add_reproduce
 
     _add_reproduce(sub)
+    from .serve_cli import add_parser as _add_serve
+
+    _add_serve(sub)
     add_progress_flags(sub)
     return parser
 
@@ -241,7 +248,16 @@ def _attack(args) -> int:
     lrs = {n: (per[n] if n in per else common) for n in optimizers if n in per or common is not None}
     lrs, optimizer_kwargs, lr_source = _tuned_lrs(args, optimizers, lrs)
 
-    aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=args.target, indices=args.indices,
+    target = args.target
+    if args.endpoint:
+        from . import remote_attack as RA
+
+        if args.target:
+            raise A.AttackSetupError("--endpoint and --target both name the target model: give one")
+        target = RA.endpoint_target(args.endpoint, args.dataset, batch_size=args.endpoint_batch,
+                                    concurrency=args.endpoint_concurrency, timeout=args.endpoint_timeout,
+                                    retries=args.endpoint_retries)
+    aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=target, indices=args.indices,
                             count=args.count, device=device, download=args.download, progress=progress)
     out = args.out or os.path.join("runs", f"attack-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     n_img = len(aset.ids)
@@ -252,13 +268,19 @@ def _attack(args) -> int:
           f"budget {args.budget if args.budget is not None else 'none'}"
           f"{', stop at success' if args.stop_at_success else ''}, device {device}; "
           f"{cost} per optimizer at most", file=sys.stderr)
-    outcome = A.run_attack(args.dataset, aset.images, aset.labels, aset.target.model, optimizers,
-                           output=aset.output, image_ids=aset.ids, q=q, mu=mu, steps=steps,
-                           trials=trials, seed=args.seed, device=device, lrs=lrs, c=c,
-                           norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
-                           chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
-                           target_name=aset.target.name, classes=aset.classes,
-                           optimizer_kwargs=optimizer_kwargs, progress=progress, space=space)
+    run = A.run_attack
+    if args.endpoint:  # the same attack, resumable: a failed endpoint leaves its progress in OUT/resume.pt
+        if not args.out:
+            print(f"zol2l attack: progress goes to {out}; after a failure, resume with --out {out}", file=sys.stderr)
+        run = functools.partial(RA.run_resumable_attack, os.path.join(out, RA.STATE_FILE),
+                                checkpoint_every=args.checkpoint_every)
+    outcome = run(args.dataset, aset.images, aset.labels, aset.target.model, optimizers,
+                  output=aset.output, image_ids=aset.ids, q=q, mu=mu, steps=steps,
+                  trials=trials, seed=args.seed, device=device, lrs=lrs, c=c,
+                  norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
+                  chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
+                  target_name=aset.target.name, classes=aset.classes,
+                  optimizer_kwargs=optimizer_kwargs, progress=progress, space=space)
     outcome.results["config"]["lr_source"] = lr_source
     outcome.results["config"]["optimizer_kwargs"] = optimizer_kwargs
     outcome.results["config"]["positions"] = aset.positions
@@ -266,6 +288,8 @@ def _attack(args) -> int:
     outcome.results["config"]["wall_seconds_total"] = round(time.perf_counter() - t_start, 2)
     paths = A.write_outputs(outcome, out, loss_x=args.loss_x, loss_log=None if args.loss_axis == "log" else False)
     print(A.format_table(outcome.results))
+    if "endpoint" in outcome.results:
+        print("endpoint: " + ", ".join(f"{k} {v}" for k, v in outcome.results["endpoint"].items()))
     print(f"wrote {', '.join(paths.values())} ({time.perf_counter() - t_start:.1f} s)")
     return 0
 
@@ -423,10 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolve_progress(args)
     from .attack import AttackSetupError
     from .models import ModelOutputError
+    from .remote import EndpointError
 
     try:
         return int(args.func(args) or 0)
-    except (D.DataRootError, ModelOutputError, AttackSetupError, FileNotFoundError, ValueError) as e:
+    except (D.DataRootError, ModelOutputError, AttackSetupError, FileNotFoundError, ValueError, EndpointError) as e:
         if os.environ.get("ZOL2L_DEBUG"):
             raise
         print(f"zol2l {args.command}: error: {e}", file=sys.stderr)
