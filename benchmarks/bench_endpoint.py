@@ -114,12 +114,14 @@ def main(argv=None) -> int:
         print(f"{m:<8} {med[m]:>20.0f} {', '.join(str(r['queries_per_s']) for r in runs[m]):>40}")
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
     print(f"remote / local = {ratio:.3f} ({verdict} the >= {TARGET_RATIO} target); results equal: {equal}")
+    machine = machine_info(["cpu"], args.threads)
+    machine["extension"] = os.path.relpath(machine["extension"], ROOT)  # no machine's folders in the repo
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"benchmark": "endpoint", "dataset": dataset, "optimizer": args.optimizer, "config": cfg,
                    "runs": runs, "median_queries_per_s": med, "ratio_remote_over_local": round(ratio, 4),
                    "target_ratio": TARGET_RATIO, "results_equal": bool(equal),
-                   "machine": machine_info(["cpu"], args.threads)}, f, indent=1)
+                   "machine": machine}, f, indent=1)
     print(f"wrote {os.path.relpath(args.json, ROOT)}")
     return 0
 
