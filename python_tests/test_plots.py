@@ -54,3 +54,16 @@ def test_adversarial_grid_png(tmp_path, channels):
     path = plots.plot_adversarial_grid(images, torch.tensor([0, 1, 2]), adv, {"zo-sgd": torch.tensor([1, 1, 2])},
                                        str(tmp_path / "g.png"), trial=0, trials=3)
     assert open(path, "rb").read(8) == PNG
+
+
+def test_reproduce_success_figure_only_for_attack_runs_that_recorded_queries(tmp_path):
+    from zol2l_ext.reproduce.figures import success_figure
+
+    attack = {"config": {"kind": "attack", "steps": 3, "q": 10},
+              "optimizers": {"zo-sgd": {"first_success_queries": [11, -1]}}}
+    binary = {"config": {"kind": "binary", "steps": 3, "q": 10}, "optimizers": {"zo-sgd": {}}}
+    old = {"config": {"kind": "attack", "steps": 3, "q": 10}, "optimizers": {"zo-sgd": {}}}
+    assert success_figure([binary], str(tmp_path), "a.png", str) == []
+    assert success_figure([old], str(tmp_path), "b.png", str) == []
+    (path,) = success_figure([attack, binary], str(tmp_path), "c.png", lambda r: "toy")
+    assert open(path, "rb").read(8) == PNG

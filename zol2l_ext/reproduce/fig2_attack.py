@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from .compare import fmt, lowest_final_claim, paired_lower
 from .core import claim
-from .figures import curve_panel, panels, plt, save, success_panel
+from .figures import curve_panel, panels, save, success_figure
 
 TITLE = "Black-box attack loss vs iterations (MNIST, CIFAR-10)"
 PAPER = "Fig. 2 and App. A.3"
@@ -60,28 +60,20 @@ def run(ctx) -> Dict[str, Any]:
     return out
 
 
+def _what(r) -> str:
+    return f"{r['task']}: {'test image 0' if r['which'] == 'single' else str(r['items']) + ' test images'} x " \
+           f"{r['trials']} trial(s)"
+
+
 def plot(data, out_dir) -> List[str]:
     runs = data["runs"]
     fig, axes = panels(len(runs), ncols=2)
     for ax, r in zip(axes, runs):
-        what = "test image 0" if r["which"] == "single" else f"{r['items']} test images"
         band = "trials" if r["trials"] > 1 else "images"
-        curve_panel(ax, r["optimizers"], f"{r['task']}: {what} x {r['trials']} trial(s); band: std over {band}",
-                    ylabel="attack loss", log_y=True)
+        curve_panel(ax, r["optimizers"], f"{_what(r)}; band: std over {band}", ylabel="attack loss", log_y=True)
     paths = [save(fig, out_dir, "fig2_attack_loss.png", "Fig. 2: attack loss vs iterations")]
-    # The attack literature's main figure (not in the paper): success rate against the queries spent.
-    fig, axes = panels(len(runs), ncols=2)
-    drawn = False
-    for ax, r in zip(axes, runs):
-        cfg = r["config"]
-        what = "test image 0" if r["which"] == "single" else f"{r['items']} test images"
-        drawn |= success_panel(ax, r["optimizers"], int(cfg["steps"]) * (int(cfg["q"]) + 1),
-                               f"{r['task']}: {what} x {r['trials']} trial(s), q={cfg['q']}")
-    if drawn:
-        paths.append(save(fig, out_dir, "fig2_attack_success.png", "Attack success rate vs queries"))
-    else:  # results saved before first-success queries were recorded
-        plt.close(fig)
-    return paths
+    return paths + success_figure(runs, out_dir, "fig2_attack_success.png",
+                                  lambda r: f"{_what(r)}, q={r['config']['q']}")
 
 
 def table(data) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 from .compare import final, fmt, paired_lower
 from ..evaluate import baseline_settings
 from .core import claim
-from .figures import curve_panel, panels, save
+from .figures import curve_panel, panels, save, success_figure
 
 TITLE = "Ablation: ZO-LSTM without its QueryRNN, without its UpdateRNN, with Guided ES"
 PAPER = "Fig. 4 (a-c) and App. A.4"
@@ -52,7 +52,9 @@ def plot(data, out_dir) -> List[str]:
         ylabel = "minibatch loss" if r["config"]["kind"] == "binary" else "attack loss"
         curve_panel(ax, r["optimizers"], f"{r['task']}: {r['items']} item(s) x {r['trials']} trial(s)",
                     ylabel=ylabel, log_y=True)
-    return [save(fig, out_dir, "fig4abc_ablation.png", "Fig. 4 (a-c): ablations")]
+    return [save(fig, out_dir, "fig4abc_ablation.png", "Fig. 4 (a-c): ablations")] + success_figure(
+        runs, out_dir, "fig4abc_attack_success.png",
+        lambda r: f"{r['task']}: {r['items']} item(s) x {r['trials']} trial(s), q={r['config']['q']}")
 
 
 def table(data) -> str:

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from ..plots import success_rate_curve  # noqa: E402
 
-__all__ = ["arr", "panels", "curve_panel", "success_panel", "save", "plt"]
+__all__ = ["arr", "panels", "curve_panel", "success_panel", "success_figure", "save", "plt"]
 
 #: one colour per optimizer across every figure of the report
 COLORS = {
@@ -78,8 +78,27 @@ def success_panel(ax, entries: Mapping[str, Mapping[str, Any]], max_queries: int
     ax.set_xlabel("queries per attack")
     ax.set_ylabel("attacks succeeded (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if drawn or budget:
+        ax.legend(fontsize=7)
     return drawn
+
+
+def success_figure(runs: Sequence[Mapping[str, Any]], out_dir: str, name: str, title) -> list:
+    """The attack literature's main figure (not in the paper) for an experiment's attack runs: one
+    `success_panel` per run, named by ``title(run)``; [] where no run is an attack or none recorded its
+    first-success queries (results saved before they were)."""
+    runs = [r for r in runs if r["config"].get("kind", "attack") == "attack"]
+    if not runs:
+        return []
+    fig, axes = panels(len(runs), ncols=min(len(runs), 2))
+    drawn = False
+    for ax, r in zip(axes, runs):
+        cfg = r["config"]
+        drawn |= success_panel(ax, r["optimizers"], int(cfg["steps"]) * (int(cfg["q"]) + 1), title(r))
+    if not drawn:
+        plt.close(fig)
+        return []
+    return [save(fig, out_dir, name, "Attack success rate vs queries")]
 
 
 def save(fig, out_dir: str, name: str, suptitle: Optional[str] = None) -> str:
