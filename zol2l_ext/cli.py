@@ -24,6 +24,7 @@ from typing import Sequence
 
 from . import data as D
 from .cli_args import (add_progress_flags, nonnegative_float, positive_float, positive_int, resolve_progress)
+from .fileio import check_output_folder
 from .threads import torch_threads
 
 
@@ -248,6 +249,8 @@ def _attack(args) -> int:
     lrs = {n: (per[n] if n in per else common) for n in optimizers if n in per or common is not None}
     lrs, optimizer_kwargs, lr_source = _tuned_lrs(args, optimizers, lrs)
 
+    out = check_output_folder(args.out or os.path.join("runs", f"attack-{args.dataset}-"
+                                                               f"{time.strftime('%Y%m%d-%H%M%S')}"))
     target = args.target
     if args.endpoint:
         from . import remote_attack as RA
@@ -257,9 +260,9 @@ def _attack(args) -> int:
         target = RA.endpoint_target(args.endpoint, args.dataset, batch_size=args.endpoint_batch,
                                     concurrency=args.endpoint_concurrency, timeout=args.endpoint_timeout,
                                     retries=args.endpoint_retries)
+        RA.check_progress_file(os.path.join(out, RA.STATE_FILE))  # a bad one is refused before any query
     aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=target, indices=args.indices,
                             count=args.count, device=device, download=args.download, progress=progress)
-    out = args.out or os.path.join("runs", f"attack-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     n_img = len(aset.ids)
     rows = n_img * trials
     cost = f"{rows} rows x {q + 1} queries x {steps} steps = {rows * (q + 1) * steps:,} model evaluations"
@@ -343,7 +346,11 @@ def _load_learned(spec: str | None, dataset: str):
     if spec and (os.path.sep in spec or spec.endswith(".pt")):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"--learned {spec!r}: no such file")
-        return LearnedZO.load(spec), spec
+        try:
+            return LearnedZO.load(spec), spec
+        except Exception as e:  # noqa: BLE001 - truncated, corrupt or not ours: one line naming the file
+            raise A.AttackSetupError(f"--learned {spec}: not a readable ZO-LSTM file "
+                                     f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
     learned, name = A.find_learned(dataset, [spec] if spec else None)
     if learned is None:
         raise A.AttackSetupError(f"zo-lstm* needs a pretrained learned optimizer: {name}")

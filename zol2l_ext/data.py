@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -94,6 +95,9 @@ def load_mnist(root: str, train: bool = False, download: bool = False) -> tuple[
                             "release that matches your torch (pip install 'zol2l_ext[mnist]' picks one)") from e
 
     mroot = os.path.join(root, "mnist")
+    for part in ("train", "t10k") if train else ("t10k",):
+        for kind in ("images-idx3", "labels-idx1"):
+            _check_idx(os.path.join(mroot, "MNIST", "raw", f"{part}-{kind}-ubyte"))
     try:
         ds = torchvision.datasets.MNIST(mroot, train=train, download=download)
     except RuntimeError as e:
@@ -105,6 +109,23 @@ def load_mnist(root: str, train: bool = False, download: bool = False) -> tuple[
     return images, labels
 
 
+def _check_idx(path: str) -> None:
+    """An IDX file (MNIST's format) that exists must hold what its header promises: torchvision's own error for a
+    truncated file names neither the file nor the cause."""
+    if not os.path.isfile(path):
+        return  # missing: torchvision's loader says so (or downloads it)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        ndim = head[3] if len(head) == 4 else 0
+        dims = f.read(4 * ndim)
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] != 0x08 or len(dims) < 4 * ndim:
+        raise DataRootError(f"{path}: not an MNIST IDX file of bytes (corrupt or truncated header)")
+    want = 4 + 4 * ndim + int(np.prod(np.frombuffer(dims, dtype=">u4").astype(np.int64)))
+    if size != want:
+        raise DataRootError(f"{path}: truncated or corrupt MNIST IDX file ({size} bytes, its header promises {want})")
+
+
 def mnist_correct_indices(root: str) -> np.ndarray:
     """The 9915 MNIST test indices that the authors' model (models/mnist_cnn.pt) classifies right, file order."""
     path = _require(os.path.join(root, "mnist", "mnist_correct", "label_correct_index.npy"),
@@ -114,8 +135,14 @@ def mnist_correct_indices(root: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- CIFAR-10
 def _npz_images(path: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with np.load(_require(path, "a CIFAR-10 file"), allow_pickle=False) as z:
-        x, y = z["x"], z["y"]
+    try:
+        with np.load(_require(path, "a CIFAR-10 file"), allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DataRootError(f"{path}: not a readable CIFAR-10 file (truncated or corrupt? "
+                            f"{type(e).__name__}: {e})") from None
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
         raise ValueError(f"{path}: expected x uint8 [N, 32, 32, 3], got {x.dtype} {x.shape}")
     images = torch.from_numpy(x).permute(0, 3, 1, 2).to(torch.float32).div_(255.0).contiguous()

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_text", "atomic_write_json", "check_output_folder", "OutputFolderError"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
@@ -29,3 +29,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> str:
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> str:
     """``obj`` as indented JSON (non-finite floats are an error: pass None instead), written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+class OutputFolderError(ValueError):
+    """The output folder cannot be created or written (said before a run spends anything)."""
+
+
+def check_output_folder(path: str | os.PathLike) -> str:
+    """Create ``path`` if needed and write a probe file there, so that a folder that cannot take the outputs
+    (read-only, a file in the way, no permission) is refused in one line before the work starts."""
+    path = os.fspath(path)
+    probe = os.path.join(path, f".write-probe{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+    except OSError as e:
+        raise OutputFolderError(f"cannot write the output folder {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+    return path

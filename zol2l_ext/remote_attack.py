@@ -26,7 +26,7 @@ from . import models as M
 from .cli_args import positive_float, positive_int, nonnegative_int
 from .remote import EndpointError, RemoteModel
 
-__all__ = ["add_endpoint_args", "endpoint_target", "run_resumable_attack", "STATE_FILE"]
+__all__ = ["add_endpoint_args", "check_progress_file", "endpoint_target", "run_resumable_attack", "STATE_FILE"]
 
 STATE_FILE = "resume.pt"
 _STATE_KIND = "zol2l attack progress"
@@ -76,16 +76,24 @@ def _empty(key: Dict[str, str]) -> Dict[str, Any]:
     return {"kind": _STATE_KIND, "key": key, "done": {}, "partial": {}, "endpoint": {}}
 
 
-def _load_state(path: str, key: Dict[str, str]) -> Dict[str, Any]:
+def check_progress_file(path: str) -> Optional[Dict[str, Any]]:
+    """The progress saved in ``path`` (None: no file); a file that is not one is an error naming it."""
     if not os.path.exists(path):
-        return _empty(key)
+        return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("kind") != _STATE_KIND:
             raise ValueError("not an attack's progress file")
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign: all the same to the user
-        raise A.AttackSetupError(f"cannot resume from {path}: {str(e).splitlines()[0][:200]} (delete it to start "
-                                 "over)") from None
+        raise A.AttackSetupError(f"cannot resume from {path}: {str(e).strip().splitlines()[0][:200]} (delete it "
+                                 "to start over)") from None
+    return state
+
+
+def _load_state(path: str, key: Dict[str, str]) -> Dict[str, Any]:
+    state = check_progress_file(path)
+    if state is None:
+        return _empty(key)
     differ = sorted(k for k in set(key) | set(state["key"]) if key.get(k) != state["key"].get(k))
     if differ:
         raise A.AttackSetupError(f"{path} holds the progress of another attack (it differs in {', '.join(differ)}); "

@@ -373,8 +373,11 @@ def _chosen(result: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
 
 def _read(path) -> Dict[str, Any]:
-    with open(os.fspath(path)) as f:
-        result = json.load(f)
+    try:
+        with open(os.fspath(path), encoding="utf-8") as f:
+            result = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{os.fspath(path)}: not a zol2l tuning file (unreadable JSON: {e})") from None
     if not isinstance(result, dict) or "optimizers" not in result:
         raise ValueError(f"{os.fspath(path)}: not a zol2l tuning file (no 'optimizers')")
     return result

@@ -163,7 +163,16 @@ class RunState:
 
     @classmethod
     def load(cls, path) -> "RunState":
-        return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - truncated or corrupt: torch's message runs over many lines
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{path}: not a readable run checkpoint ({type(e).__name__}: {first})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a run checkpoint (holds a {type(d).__name__})")
+        return cls.from_dict(d)
 
 
 def _tree_cpu(x):

@@ -1,0 +1,145 @@
+"""Bad files and folders give one line that names the file, and no traceback (issue 13's reliability suite).
+
+Each case writes its own broken file (no data root needed): a corrupt or truncated pretrained optimizer, tuning
+JSON, MNIST IDX file, CIFAR-10 npz and attack progress file, progress of another attack, and an output folder
+that cannot be written (refused before any work).
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from zol2l_ext import cli
+from zol2l_ext import data as D
+
+QUICK = ["--steps", "2", "--count", "1", "--trials", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("zol2l_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(D.ENV_CACHE, str(d))
+    yield d
+    mp.undo()
+
+
+def _one_line_error(argv, capsys, *needles):
+    rc = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err, err
+    line = err[-1]
+    assert line.startswith(f"zol2l {argv[0]}: error: "), err
+    assert not any("Traceback" in e for e in err)
+    for n in needles:
+        assert str(n) in line, (n, line)
+    return line
+
+
+def _truncated(src, dst, keep=300):
+    with open(src, "rb") as f:
+        dst.write_bytes(f.read()[:keep])
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+def test_bad_pretrained_optimizer_file(kind, cache, tmp_path, capsys):
+    from zol2l_ext.zo import lstm_optimizer as L
+
+    path = tmp_path / f"{kind}.pt"
+    if kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint")
+    else:
+        _truncated(os.path.join(os.path.dirname(L.__file__), "..", "pretrained", "digits-attack.pt"), path)
+    _one_line_error(["attack", *QUICK, "--optimizers", "zo-lstm", "--learned", str(path)], capsys, path)
+
+
+@pytest.mark.parametrize("text", ['{"optimizers": {"zo-sgd": {"lr": ', "\x00\xff not json", "[1, 2]"])
+def test_bad_tuning_json(text, cache, tmp_path, capsys):
+    path = tmp_path / "tuning.json"
+    path.write_bytes(text.encode("latin-1"))
+    _one_line_error(["attack", *QUICK, "--optimizers", "zo-sgd", "--tuned", str(path)], capsys, path)
+
+
+def _idx(path, dims, payload_bytes):
+    """An IDX file (MNIST's format) whose header promises ``dims`` but holds only ``payload_bytes`` of data."""
+    magic = (0x08 << 8) | len(dims)
+    path.write_bytes(struct.pack(f">I{len(dims)}I", magic, *dims) + bytes(payload_bytes))
+
+
+def test_truncated_mnist_idx_file(tmp_path):
+    pytest.importorskip("torchvision")
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _idx(raw / "t10k-images-idx3-ubyte", (10000, 28, 28), 1000)
+    _idx(raw / "t10k-labels-idx1-ubyte", (10000,), 10000)
+    with pytest.raises(D.DataRootError) as e:
+        D.load_mnist(str(tmp_path), train=False)
+    msg = str(e.value)
+    assert "\n" not in msg and str(raw / "t10k-images-idx3-ubyte") in msg and "truncated" in msg
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not-npz", "no-x"])
+def test_bad_cifar_npz_file(kind, cache, tmp_path, capsys):
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    path = folder / "cifar10_test.npz"
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.zeros((4, 32, 32, 3), np.uint8), y=np.zeros(4, np.int64))
+    if kind == "truncated":
+        _truncated(good, path, keep=200)
+    elif kind == "not-npz":
+        path.write_text("x,y\n1,2\n")
+    else:
+        np.savez(path, images=np.zeros(3))
+    # a target that needs no file, so that the data set is the first file read
+    _one_line_error(["attack", "cifar10", *QUICK, "--data-root", str(tmp_path), "--target", "torch.nn:Flatten",
+                     "--optimizers", "zo-sgd"], capsys, path)
+
+
+def test_bad_attack_progress_file(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "resume.pt").write_bytes(b"half a checkpoint")
+    _one_line_error(["attack", *QUICK, "--optimizers", "zo-sgd", "--out", str(out), "--endpoint",
+                     "http://127.0.0.1:9/predict"], capsys, out / "resume.pt", "delete it to start over")
+
+
+def test_unwritable_output_folder_is_refused_before_any_work(cache, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _one_line_error(["attack", *QUICK, "--optimizers", "zo-sgd", "--out", str(blocker / "run")], capsys,
+                           blocker / "run")
+    assert "cannot write" in line
+    if os.geteuid() != 0:  # root writes anywhere: a read-only folder only stops other users
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        _one_line_error(["attack", *QUICK, "--optimizers", "zo-sgd", "--out", str(ro / "run")], capsys, ro)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "other"])
+def test_bad_run_checkpoint(kind, tmp_path):
+    import torch
+
+    from zol2l_ext import zo
+
+    prob = zo.CallableProblem(lambda p: p.square().sum(-1), 3, 2, x0=torch.ones(3))
+    states = []
+    zo.minimize(zo.make_optimizer("zo-sgd", q=2), prob, 4, checkpoint_every=2, on_checkpoint=states.append,
+                progress=False)
+    path = tmp_path / "run.pt"
+    states[0].save(path)
+    if kind == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif kind == "truncated":
+        _truncated(path, path, keep=100)
+    else:  # a checkpoint of another optimizer
+        with pytest.raises(ValueError, match="state_dict is for optimizer 'zo-sgd', not 'zo-adam'"):
+            zo.minimize(zo.make_optimizer("zo-adam", q=2), prob, 4, resume_from=path, progress=False)
+        return
+    with pytest.raises(ValueError) as e:
+        zo.minimize(zo.make_optimizer("zo-sgd", q=2), prob, 4, resume_from=path, progress=False)
+    assert str(e.value).startswith(f"{path}: not a readable run checkpoint") and "\n" not in str(e.value)
