@@ -48,10 +48,16 @@ def encode_array(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+# np.load parses the .npy header with ast.literal_eval, which CPython before 3.12 cannot run in two threads at once
+# ("SystemError: AST constructor recursion depth mismatch", seen here with concurrent requests): one at a time.
+_NPY_LOCK = threading.Lock()
+
+
 def decode_array(data: bytes) -> np.ndarray:
     """The array of an ``.npy`` body; ValueError when it is not one (no pickles: a body is untrusted)."""
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        with _NPY_LOCK:
+            return np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign body shows as any of several errors
         raise ValueError(f"not an .npy array ({type(e).__name__}: {e})") from None
 
