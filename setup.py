@@ -122,8 +122,10 @@ class _BuildExt(BuildExtension.with_options(no_python_abi_suffix=True)):
 
 
 setup(
-    packages=find_packages(include=["zol2l_ext", "zol2l_ext.*"]),
-    package_data={"zol2l_ext": ["pretrained/*.pt", "tuned/*.json"]},
+    # The data folders are listed as packages of their own: setuptools warns about data in a folder that it could
+    # import but is not told to install.
+    packages=find_packages(include=["zol2l_ext", "zol2l_ext.*"]) + ["zol2l_ext.pretrained", "zol2l_ext.tuned"],
+    package_data={"zol2l_ext.pretrained": ["*.pt"], "zol2l_ext.tuned": ["*.json"]},
     ext_modules=[] if os.environ.get("ZOL2L_SKIP_EXTENSION") == "1" else [_extension()],
     cmdclass={"build_ext": _BuildExt},
 )

@@ -27,7 +27,12 @@ if [[ ! -x .venv/bin/zol2l || "$(cat build/.bootstrap-pip 2>/dev/null)" != "$inp
   "$PY" -m pip install -q -r requirements.txt
   # The Python package only (metadata, the zol2l command, editable); the extension is built below. No build
   # isolation: the extension must compile against the torch just installed, not a fresh download.
-  ZOL2L_SKIP_EXTENSION=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+  # setuptools' notes about editable installs go to build/pip.log (printed in full when the install fails).
+  if ! ZOL2L_SKIP_EXTENSION=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e . >build/pip.log 2>&1; then
+    cat build/pip.log
+    echo "bootstrap: installing the package failed (log: build/pip.log)" >&2
+    exit 1
+  fi
   echo "$inputs" >build/.bootstrap-pip
 fi
 
