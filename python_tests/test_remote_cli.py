@@ -130,3 +130,33 @@ def test_serve_rejects_bad_fault_options(argv, message, capsys):
     with pytest.raises(SystemExit):
         cli.main(["serve", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_attack_killed_mid_run_resumes_to_the_uninterrupted_results(digits, tmp_path, capsys):
+    import signal
+    import time
+
+    args = ["--steps", "30", *ARGS[2:]]
+    rc, _, err = _run(["attack", *args, "--out", str(tmp_path / "local")], capsys)
+    assert rc == 0, err
+    out_dir = tmp_path / "remote"
+    state = out_dir / "resume.pt"
+    with ScoringServer(digits, faults=Faults(latency=0.03, seed=0)) as srv:  # slow enough to be caught mid-run
+        argv = ["attack", *args, "--out", str(out_dir), "--endpoint", srv.url, "--checkpoint-every", "2"]
+        proc = subprocess.Popen([sys.executable, "-m", "zol2l_ext.cli", *argv], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert state.exists(), proc.stderr.read() if proc.poll() is not None else "no progress file in time"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL and not (out_dir / "results.json").exists()
+        rc, _, err = _run(argv, capsys)  # the same command
+    assert rc == 0, err
+    remote = _results(out_dir)
+    remote.pop("endpoint")
+    assert remote == _results(tmp_path / "local") and not state.exists()
