@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -15,16 +16,10 @@ import pytest
 from zol2l_ext import cli
 from zol2l_ext import data as D
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
+from test_cli import cache  # noqa: E402,F401  (the module's user cache, where the digits CNN trains once)
+
 QUICK = ["--steps", "2", "--count", "1", "--trials", "1", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    d = tmp_path_factory.mktemp("zol2l_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(D.ENV_CACHE, str(d))
-    yield d
-    mp.undo()
 
 
 def _one_line_error(argv, capsys, *needles):

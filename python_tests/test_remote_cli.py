@@ -9,13 +9,15 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
 from zol2l_ext import cli
 from zol2l_ext import data as D
 from zol2l_ext import models as M
 from zol2l_ext.remote import RemoteModel
 from zol2l_ext.serve import Faults, ScoringServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
+from test_remote import FailsAfter  # noqa: E402
 
 ARGS = ["--steps", "6", "--trials", "2", "--count", "3", "--optimizers", "zo-sgd,zo-adam", "--tuned", "none",
         "--no-progress"]
@@ -29,18 +31,6 @@ def digits(tmp_path_factory):
     mp.setenv(D.ENV_CACHE, str(d))
     yield M.load_target("digits-cnn", progress=False).model
     mp.undo()
-
-
-class FailsFrom(nn.Module):
-    def __init__(self, inner, calls):
-        super().__init__()
-        self.inner, self.left = inner, calls
-
-    def forward(self, x):
-        self.left -= 1
-        if self.left < 0:
-            raise RuntimeError("out of memory")
-        return self.inner(x)
 
 
 def _run(argv, capsys):
@@ -78,7 +68,7 @@ def test_attack_endpoint_down_stops_cleanly_and_the_same_command_resumes(digits,
     rc, _, err = _run(["attack", *ARGS, "--out", str(tmp_path / "local")], capsys)
     assert rc == 0, err
     out_dir = tmp_path / "remote"
-    with ScoringServer(FailsFrom(digits, 12)) as srv:
+    with ScoringServer(FailsAfter(digits, 12)) as srv:
         url = srv.url
         argv = ["attack", *ARGS, "--out", str(out_dir), "--endpoint", url, "--endpoint-retries", "1",
                 "--checkpoint-every", "2"]
