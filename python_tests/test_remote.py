@@ -153,3 +153,18 @@ def test_a_corrupt_progress_file_is_a_one_line_error(tmp_path):
     state.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(A.AttackSetupError, match=rf"cannot resume from {state}: .*delete it to start over"):
         run_resumable_attack(str(state), "digits", images, labels, model, ["zo-sgd"], **kw)
+
+
+def test_zoattack_on_a_remote_model_equals_the_local_attack():
+    from zol2l_ext import ZOAttack
+
+    _, model, images, labels = tiny_attack(B=4)
+    kw = dict(q=4, c=0.1, steps=10, lr=0.5, progress=False)
+    adv, res = ZOAttack(model, "zo-sgd", **kw)(images, labels)
+    with ScoringServer(model, faults=Faults(error_rate=0.1, seed=4)) as srv:
+        remote = RemoteModel(srv.url, batch_size=8, concurrency=2, retries=10, **FAST)
+        radv, rres = ZOAttack(remote, "zo-sgd", **kw)(images, labels)
+    assert torch.equal(radv, adv) and torch.equal(rres.queries, res.queries)
+    # the forward of 8-image requests may round otherwise than one forward of all: the losses, not the steps
+    assert torch.allclose(rres.loss, res.loss, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert remote.stats()["failed_requests"] == 0
