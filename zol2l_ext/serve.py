@@ -92,6 +92,7 @@ class ScoringServer:
         self._bucket = None if self.faults.rate_limit is None else _Bucket(self.faults.rate_limit,
                                                                           self.faults.rate_burst)
         self._lock = threading.Lock()
+        self.threads, self._local = torch.get_num_threads(), threading.local()
         self.counts = dict(requests=0, answered_requests=0, answered_evaluations=0, injected_errors=0,
                            dropped_connections=0, rate_limited=0, bad_requests=0)
         self.httpd = ThreadingHTTPServer((host, int(port)), _handler_for(self))
@@ -128,6 +129,11 @@ class ScoringServer:
             return "ok", self._rng.uniform(0.0, f.latency) if f.latency else 0.0
 
     def score(self, x: np.ndarray) -> np.ndarray:
+        # OpenMP keeps its thread count per calling thread: a handler thread starts at the machine's core count,
+        # not at the torch.set_num_threads of the thread that built the server (zol2l serve --threads)
+        if getattr(self._local, "threads", None) != self.threads:
+            torch.set_num_threads(self.threads)
+            self._local.threads = self.threads
         with torch.no_grad():
             out = self.model(torch.from_numpy(x).to(self.device))
         return out.detach().to("cpu", torch.float32).numpy()
