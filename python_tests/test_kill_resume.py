@@ -1,0 +1,67 @@
+"""kill -9 of a meta-training run mid-way, then `zol2l train --resume`: the same weights and log as a run that was
+never interrupted (issue 13). The attack's counterpart is in test_remote_cli.py (--endpoint keeps the progress)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from zol2l_ext.zo.lstm_optimizer import LearnedZO
+
+# the binary task at its smallest: a few seconds of training, a checkpoint after every update
+TRAIN = ["train", "binary", "--stage", "1", "--epochs", "4", "--updates-per-epoch", "3", "--batch", "2",
+         "--horizon", "20", "--unroll", "10", "--threads", "1", "--no-progress"]
+
+
+def _train(out, init, *extra):
+    # --init: fixed starting weights (a fresh model's are drawn from torch's unseeded generator, so two runs from
+    # scratch differ; from the same weights a run is bit-reproducible)
+    cmd = [sys.executable, "-m", "zol2l_ext.cli", *TRAIN, "--init", str(init), "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _epochs(out):
+    """The per-epoch records of log.json without the wall times."""
+    log = json.loads((out / "log.json").read_text())
+    rows = log["epochs"] if isinstance(log, dict) and "epochs" in log else log
+    drop = ("seconds", "wall", "time")
+    return json.loads(json.dumps(rows), object_hook=lambda d: {k: v for k, v in d.items()
+                                                                  if not any(w in k for w in drop)})
+
+
+def test_training_killed_mid_way_resumes_to_the_uninterrupted_weights(tmp_path):
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    LearnedZO().save(str(init))
+    full = tmp_path / "full"
+    p = _train(full, init)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    p.stderr.close()
+
+    cut = tmp_path / "cut"
+    p = _train(cut, init)
+    try:
+        deadline = time.monotonic() + 300
+        while not (cut / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert p.poll() is None, "the run ended before it could be killed"
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=60)
+        p.stderr.close()
+    assert p.returncode == -signal.SIGKILL
+    p = _train(cut, init, "--resume")
+    assert p.wait(timeout=300) == 0
+    err = p.stderr.read()
+    p.stderr.close()
+    assert "resumed from" in err, err
+
+    a, b = LearnedZO.load(str(full / "best.pt")), LearnedZO.load(str(cut / "best.pt"))
+    for (k, v), (k2, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert k == k2 and torch.equal(v, w), k
+    assert _epochs(cut) == _epochs(full)
