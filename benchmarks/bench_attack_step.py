@@ -11,8 +11,8 @@ x = (tanh(w) + 1) / 2 transform, the forward, the hinge + distance loss), the gr
 (for ZO-LSTM also the QueryRNN, the per-problem Bernoulli draw and the UpdateRNN). Cases:
 
   1  MNIST, the authors' target ("mnist-authors"), 1 image, q = 20: floor = forward of 21 images; target <= 1.3x
-  2  MNIST, 100 images, q = 20: forward of 2100 images; target <= 1.15x
-  3  CIFAR-10 ("cifar10-staged"), 100 images, q = 50: forward of 5100 images; target <= 1.15x
+  2  MNIST, 100 images, q = 20: forward of 2100 images; target <= 1.1x (issue 17; 1.15x before)
+  3  CIFAR-10 ("cifar10-staged"), 100 images, q = 50: forward of 5100 images; target <= 1.1x (issue 17; 1.15x before)
 
 The floor, the ZO-LSTM step, the ZO-SGD step and the overhead pieces (sampling, QueryRNN, Bernoulli draw,
 fd_gradient, UpdateRNN, the black box without the forward) are sampled round-robin (bench_ops.Timer) so that
@@ -54,9 +54,9 @@ C_LOSS = {"mnist": 0.1, "cifar10": 0.25}  # the attack's c per dataset (zol2l_ex
 CASES = {
     "1": dict(name="mnist-1", dataset="mnist", target="mnist-authors", images=1, q=20, max_ratio=1.3,
               quick_images=1),
-    "2": dict(name="mnist-100", dataset="mnist", target="mnist-authors", images=100, q=20, max_ratio=1.15,
+    "2": dict(name="mnist-100", dataset="mnist", target="mnist-authors", images=100, q=20, max_ratio=1.1,
               quick_images=10),
-    "3": dict(name="cifar10-100", dataset="cifar10", target="cifar10-staged", images=100, q=50, max_ratio=1.15,
+    "3": dict(name="cifar10-100", dataset="cifar10", target="cifar10-staged", images=100, q=50, max_ratio=1.1,
               quick_images=4),
 }
 ALIASES = {c["name"]: k for k, c in CASES.items()}
