@@ -49,6 +49,14 @@ def test_fig4d_cosines(results):
         # are the standard ones and both estimates coincide
         assert r["query"]["per_step"][0] == pytest.approx(r["gaussian"]["per_step"][0], abs=1e-6)
         assert 0.0 <= r["hinge_inactive_fraction"] <= 1.0
+        # each image's mean over its hinge-active steps is a cosine, and their paired difference is recorded beside
+        # the overall one (no data only when every step of every image was already adversarial)
+        pa = r["paired_hinge_active"]
+        active = [v for v in r["query"]["per_image_hinge_active"] if v is not None and math.isfinite(v)]
+        if r["hinge_inactive_fraction"] < 1.0:
+            assert active and all(-1.0 <= v <= 1.0 for v in active) and pa["mean"] is not None
+        else:
+            assert pa["status"] == "no data"
         assert r["isotropic_reference"] == pytest.approx(math.sqrt(r["q"] / (r["q"] + 64 + 1)), rel=1e-5)
 
 

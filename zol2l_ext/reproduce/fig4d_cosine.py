@@ -81,9 +81,11 @@ def _run_q(ctx, q: int) -> Dict[str, Any]:
     for k in KINDS:
         c = cos[k]
         per_image = c.nanmean(0)
+        # per image over its hinge-active steps only (NaN for an image adversarial from the first step on)
+        active = torch.where(~inactive, c, torch.full_like(c, float("nan"))).nanmean(0)
         out[k] = {
             "mean": _mean_of(c, every), "std_over_images": num(per_image.std(unbiased=False)),
-            "per_image": nums(per_image), "per_step": nums(c.nanmean(1)),
+            "per_image": nums(per_image), "per_image_hinge_active": nums(active), "per_step": nums(c.nanmean(1)),
             "hinge_active": _mean_of(c, ~inactive), "hinge_inactive": _mean_of(c, inactive),
             "in_range": bool(((c >= -1 - 1e-9) & (c <= 1 + 1e-9) | ~torch.isfinite(c)).all()),
         }
@@ -92,17 +94,20 @@ def _run_q(ctx, q: int) -> Dict[str, Any]:
     return out
 
 
-def _paired(r: Dict[str, Any]) -> Dict[str, Any]:
+def _paired(r: Dict[str, Any], key: str = "per_image") -> Dict[str, Any]:
     """Per-image paired difference of the mean cosines (QueryRNN - Gaussian): mean, standard error, relative to the
     Gaussian mean, and a status: "higher" (> 2 SE and >= MIN_GAIN of the Gaussian cosine), "marginally higher"
-    (> 2 SE, smaller gain), "lower" (< -2 SE) or "no difference"."""
-    a, b = arr(r["query"]["per_image"]), arr(r["gaussian"]["per_image"])
+    (> 2 SE, smaller gain), "lower" (< -2 SE) or "no difference". ``key="per_image_hinge_active"``: the same over
+    each image's hinge-active steps only."""
+    if key not in r["query"]:  # results saved before the hinge-active means were recorded
+        return {"mean": None, "se": None, "relative": None, "status": "no data"}
+    a, b = arr(r["query"][key]), arr(r["gaussian"][key])
     diff = (a - b)[np.isfinite(a - b)]
     if diff.size == 0:
         return {"mean": None, "se": None, "relative": None, "status": "no data"}
     mean = float(diff.mean())
     se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
-    g = r["gaussian"]["mean"]
+    g = r["gaussian"]["mean"] if key == "per_image" else r["gaussian"]["hinge_active"]
     rel = mean / g if g else float("nan")
     sig = np.isfinite(se) and abs(mean) > 2 * se
     status = ("higher" if sig and mean > 0 and rel >= MIN_GAIN else "marginally higher" if sig and mean > 0
@@ -119,6 +124,7 @@ def run(ctx) -> Dict[str, Any]:
         out["runs"].append(ctx.cached(f"{p['task']}-q{q}", {**spec, "q": int(q)}, lambda q=q: _run_q(ctx, int(q))))
     for r in out["runs"]:
         r["paired"] = _paired(r)
+        r["paired_hinge_active"] = _paired(r, "per_image_hinge_active")
     first = out["runs"][0] if out["runs"] else {}
     out.update(dim=first.get("dim"), learned=first.get("learned"), query_prob=first.get("query_prob"),
                learned_info=learned_info(p["learned"]))
@@ -198,8 +204,12 @@ def claims(data) -> List[Dict[str, str]]:
                      f"paired difference {fmt(pr['mean'], 2)} ± {fmt(pr['se'], 2)} (SE over images; "
                      f"{100 * (pr['relative'] or 0):+.1f}%): {st}")
     inact = ", ".join(f"q={r['q']} {100 * (r['hinge_inactive_fraction'] or 0):.0f}%" for r in runs)
-    active = "; ".join(f"q={r['q']} {fmt(r['query']['hinge_active'], 4)} vs {fmt(r['gaussian']['hinge_active'], 4)}"
-                       for r in runs)
+    def _active(r):
+        pa = r.get("paired_hinge_active") or _paired(r, "per_image_hinge_active")
+        se = "" if pa["mean"] is None else (f", paired per image {fmt(pa['mean'], 2)} ± {fmt(pa['se'], 2)}: "
+                                            f"{pa['status']}")
+        return f"q={r['q']} {fmt(r['query']['hinge_active'], 4)} vs {fmt(r['gaussian']['hinge_active'], 4)}{se}"
+    active = "; ".join(_active(r) for r in runs)
     return [claim(f"{what}: the QueryRNN's sampling directions give a gradient estimate with a higher cosine "
                   "similarity to the true gradient than standard Gaussian directions, for every q",
                   f"mean cosine {'; '.join(parts)} (\"higher\": difference > 2 SE and >= "
