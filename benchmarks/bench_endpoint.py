@@ -53,7 +53,9 @@ def start_server(dataset: str, threads: int):
 
 
 def same_results(a: dict, b: dict) -> bool:
-    strip = lambda r: {n: {k: v for k, v in e.items() if k != "wall_seconds"} for n, e in r["optimizers"].items()}  # noqa
+    def strip(r):
+        return {n: {k: v for k, v in e.items() if k != "wall_seconds"} for n, e in r["optimizers"].items()}
+
     return strip(a) == strip(b)
 
 

@@ -138,3 +138,34 @@ def test_bad_run_checkpoint(kind, tmp_path):
     with pytest.raises(ValueError) as e:
         zo.minimize(zo.make_optimizer("zo-sgd", q=2), prob, 4, resume_from=path, progress=False)
     assert str(e.value).startswith(f"{path}: not a readable run checkpoint") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("limit", [1000, 20000])  # results.json itself cannot be written / the first figure cannot
+def test_a_full_disk_stops_cleanly_with_nothing_half_written(limit, cache, tmp_path):
+    """The output folder fills up (a per-process file-size limit stands for a full disk): one line, and every file
+    left there is whole."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    from zol2l_ext import models as M
+
+    M.load_target("digits-cnn", progress=False)  # the target trained and cached first: only the outputs are limited
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "zol2l_ext.cli", "attack", *QUICK, "--optimizers", "zo-sgd", "--out", str(out)]
+    p = subprocess.run(cmd, preexec_fn=limited, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"zol2l attack: error: cannot write {out}{os.sep}") and "Traceback" not in p.stderr
+    left = sorted(f.name for f in out.iterdir())
+    assert not [n for n in left if ".tmp" in n], left
+    if "results.json" in left:
+        json.loads((out / "results.json").read_text())
+    assert ("results.json" in left) == (limit > 5000), left

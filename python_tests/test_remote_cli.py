@@ -10,6 +10,9 @@ import sys
 import pytest
 import torch
 
+# `zol2l attack digits` runs the model with 1 torch thread; the servers below too, so that their forwards round
+# the same way and the results compare bit for bit
+
 from zol2l_ext import cli
 from zol2l_ext import data as D
 from zol2l_ext import models as M
@@ -50,7 +53,8 @@ def _results(path):
 def test_attack_endpoint_equals_local_attack_under_injected_errors(digits, tmp_path, capsys):
     rc, _, err = _run(["attack", *ARGS, "--out", str(tmp_path / "local")], capsys)
     assert rc == 0, err
-    with ScoringServer(digits, faults=Faults(error_rate=0.1, latency=0.005, seed=1), input_shape=(1, 8, 8)) as srv:
+    with ScoringServer(digits, faults=Faults(error_rate=0.1, latency=0.005, seed=1), input_shape=(1, 8, 8),
+                       threads=1) as srv:
         rc, out, err = _run(["attack", *ARGS, "--out", str(tmp_path / "remote"), "--endpoint", srv.url,
                              "--endpoint-batch", "4096"], capsys)  # one forward per step, as local
         served = srv.stats()
@@ -68,7 +72,7 @@ def test_attack_endpoint_down_stops_cleanly_and_the_same_command_resumes(digits,
     rc, _, err = _run(["attack", *ARGS, "--out", str(tmp_path / "local")], capsys)
     assert rc == 0, err
     out_dir = tmp_path / "remote"
-    with ScoringServer(FailsAfter(digits, 12)) as srv:
+    with ScoringServer(FailsAfter(digits, 12), threads=1) as srv:
         url = srv.url
         argv = ["attack", *ARGS, "--out", str(out_dir), "--endpoint", url, "--endpoint-retries", "1",
                 "--checkpoint-every", "2"]
@@ -79,7 +83,7 @@ def test_attack_endpoint_down_stops_cleanly_and_the_same_command_resumes(digits,
     assert f"progress saved in {out_dir / 'resume.pt'}" in line and "Traceback" not in err
     assert (out_dir / "resume.pt").exists() and not (out_dir / "results.json").exists()
     port = int(url.split(":")[2].split("/")[0])
-    with ScoringServer(digits, port=port):  # back up on the same address: the same command resumes
+    with ScoringServer(digits, port=port, threads=1):  # back up on the same address: the same command resumes
         rc, _, err = _run(argv, capsys)
     assert rc == 0, err
     remote = _results(out_dir)
@@ -131,7 +135,8 @@ def test_attack_killed_mid_run_resumes_to_the_uninterrupted_results(digits, tmp_
     assert rc == 0, err
     out_dir = tmp_path / "remote"
     state = out_dir / "resume.pt"
-    with ScoringServer(digits, faults=Faults(latency=0.03, seed=0)) as srv:  # slow enough to be caught mid-run
+    # latency: slow enough to be caught mid-run
+    with ScoringServer(digits, faults=Faults(latency=0.03, seed=0), threads=1) as srv:
         argv = ["attack", *args, "--out", str(out_dir), "--endpoint", srv.url, "--checkpoint-every", "2"]
         proc = subprocess.Popen([sys.executable, "-m", "zol2l_ext.cli", *argv], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)

@@ -26,7 +26,7 @@ import torch
 from . import data as D
 from . import models as M
 from . import tasks as T
-from .fileio import atomic_write_json
+from .fileio import atomic_write_file, atomic_write_json
 from .user_targets import resolve_target
 
 #: the attack dataset -> its task in tasks.TASKS (digits -> digits-attack, mnist -> mnist-attack, cifar10 ->
@@ -478,10 +478,12 @@ def write_outputs(outcome: AttackOutcome, out_dir: str, grid_images: int = 8, lo
     paths = {name: os.path.join(out_dir, file) for name, file in (
         ("results", "results.json"), ("success_vs_queries", "success_vs_queries.png"),
         ("loss_curves", "loss_curves.png"), ("adversarial_grid", "adversarial_grid.png"))}
+    # each file whole or not at all (a full disk stops the run with one line, leaving no half-written figure)
     atomic_write_json(outcome.results, paths["results"])
-    plots.plot_success_vs_queries(outcome.results, paths["success_vs_queries"])
-    plots.plot_loss_curves(outcome.results, paths["loss_curves"], log_y=loss_log, x=loss_x)
-    plots.plot_adversarial_grid(outcome.images, outcome.labels, outcome.adversarial, outcome.adv_labels,
-                                paths["adversarial_grid"], max_images=grid_images, classes=outcome.classes,
-                                trial=0, trials=outcome.results["config"].get("trials"))
+    atomic_write_file(paths["success_vs_queries"], lambda p: plots.plot_success_vs_queries(outcome.results, p))
+    atomic_write_file(paths["loss_curves"],
+                      lambda p: plots.plot_loss_curves(outcome.results, p, log_y=loss_log, x=loss_x))
+    atomic_write_file(paths["adversarial_grid"], lambda p: plots.plot_adversarial_grid(
+        outcome.images, outcome.labels, outcome.adversarial, outcome.adv_labels, p, max_images=grid_images,
+        classes=outcome.classes, trial=0, trials=outcome.results["config"].get("trials")))
     return paths

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["atomic_write_text", "atomic_write_json", "check_output_folder", "OutputFolderError"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_file", "check_output_folder", "OutputFolderError"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
     """Write ``text`` to ``path`` atomically (creating its folder); returns the path."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             f.write(text)
+
+    return atomic_write_file(path, write)
+
+
+def atomic_write_file(path: str | os.PathLike, write: Callable[[str], None]) -> str:
+    """``write(tmp)`` (e.g. a figure's savefig) into a temporary file beside ``path`` with the same extension, then
+    rename it to ``path``; a write that fails (a full disk) leaves no half file, and its OSError becomes an
+    `OutputFolderError` naming the file. Returns the path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{os.getpid()}{ext}"  # the extension kept: savefig picks the format from it
+    try:
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise OutputFolderError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

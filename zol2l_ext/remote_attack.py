@@ -23,7 +23,8 @@ import torch
 
 from . import attack as A
 from . import models as M
-from .cli_args import positive_float, positive_int, nonnegative_int
+from .cli_args import nonnegative_int, positive_float, positive_int
+from .fileio import atomic_write_file
 from .remote import EndpointError, RemoteModel
 
 __all__ = ["add_endpoint_args", "check_progress_file", "endpoint_target", "run_resumable_attack", "STATE_FILE"]
@@ -102,15 +103,14 @@ def _load_state(path: str, key: Dict[str, str]) -> Dict[str, Any]:
 
 
 def _save_state(path: str, state: Dict[str, Any]) -> None:
-    """Atomic: a kill mid-write leaves the previous file, never half of one."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Atomic: a kill or a full disk mid-write leaves the previous file, never half of one."""
+    def write(tmp: str) -> None:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError
+            raise OSError(str(e).strip().splitlines()[0][:200]) from None
+
+    atomic_write_file(path, write)
 
 
 def _add_counts(a: Dict[str, int], b: Dict[str, int]) -> Dict[str, int]:

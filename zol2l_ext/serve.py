@@ -80,11 +80,14 @@ class ScoringServer:
     """``model`` (images [n, C, H, W] in [0, 1] -> scores [n, K]) served on ``host:port`` (port 0: any free one).
 
     ``input_shape`` (C, H, W), when given, is checked on every request (a 400 otherwise). ``start()`` serves from
-    a background thread (tests), ``serve_forever()`` from this one (the CLI); ``url`` is the scoring URL."""
+    a background thread (tests), ``serve_forever()`` from this one (the CLI); ``url`` is the scoring URL.
+    ``threads``: torch threads of each forward (None: this thread's count when the server is built); the thread
+    count can change a forward's rounding, so a server that must answer bit for bit like a local model uses its
+    thread count."""
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], host: str = "127.0.0.1", port: int = 0,
                  faults: Optional[Faults] = None, input_shape: Optional[Tuple[int, int, int]] = None,
-                 name: str = "model", device: str | torch.device = "cpu"):
+                 name: str = "model", device: str | torch.device = "cpu", threads: Optional[int] = None):
         self.model, self.name, self.device = model, name, torch.device(device)
         self.faults = faults or Faults()
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
@@ -92,7 +95,8 @@ class ScoringServer:
         self._bucket = None if self.faults.rate_limit is None else _Bucket(self.faults.rate_limit,
                                                                           self.faults.rate_burst)
         self._lock = threading.Lock()
-        self.threads, self._local = torch.get_num_threads(), threading.local()
+        self.threads = int(threads) if threads else torch.get_num_threads()
+        self._local = threading.local()
         self.counts = dict(requests=0, answered_requests=0, answered_evaluations=0, injected_errors=0,
                            dropped_connections=0, rate_limited=0, bad_requests=0)
         self.httpd = ThreadingHTTPServer((host, int(port)), _handler_for(self))
