@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -94,6 +95,33 @@ def test_remote_model_errors_say_what_failed():
             RemoteModel(srv.url, **FAST)(x)
     with pytest.raises(ValueError, match="http:// or https://"):
         RemoteModel("127.0.0.1:8080/predict")
+
+
+class SlowFirst(nn.Module):
+    """A model whose first ``n`` calls take ``seconds`` (longer than the client's timeout)."""
+
+    def __init__(self, inner, seconds, n=1):
+        super().__init__()
+        self.inner, self.seconds, self.n = inner, seconds, n
+
+    def forward(self, x):
+        if self.n > 0:
+            self.n -= 1
+            time.sleep(self.seconds)
+        return self.inner(x)
+
+
+def test_a_timed_out_request_is_retried_and_counted_once():
+    model, x = _linear(), torch.rand(7, 1, 8, 8)
+    with ScoringServer(SlowFirst(model, 0.5)) as srv:
+        remote = RemoteModel(srv.url, timeout=0.1, retries=2, **FAST)
+        with torch.no_grad():
+            assert torch.equal(remote(x), model(x))
+    s = remote.stats()
+    assert s["answered_evaluations"] == 7 and s["requests"] == 1 and s["retried_requests"] == 1
+    with ScoringServer(SlowFirst(model, 0.5, n=3)) as srv:
+        with pytest.raises(EndpointError, match=r"7 images not scored after 1 retries \(ReadTimeoutError: .*Read timed"):
+            RemoteModel(srv.url, timeout=0.1, retries=1, **FAST)(x)
 
 
 def _attack_args():

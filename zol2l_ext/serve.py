@@ -16,6 +16,7 @@ import json
 import math
 import random
 import socket
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -98,8 +99,8 @@ class ScoringServer:
         self.threads = int(threads) if threads else torch.get_num_threads()
         self._local = threading.local()
         self.counts = dict(requests=0, answered_requests=0, answered_evaluations=0, injected_errors=0,
-                           dropped_connections=0, rate_limited=0, bad_requests=0)
-        self.httpd = ThreadingHTTPServer((host, int(port)), _handler_for(self))
+                           dropped_connections=0, rate_limited=0, bad_requests=0, client_gone=0)
+        self.httpd = _QuietServer((host, int(port)), _handler_for(self))
         self.httpd.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
 
@@ -161,6 +162,13 @@ class ScoringServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hangs up (its timeout, a dropped connection) is routine here: no traceback for it."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(server: ScoringServer):
@@ -228,8 +236,13 @@ def _handler_for(server: ScoringServer):
                 return self._json(500, {"error": f"model failed: {type(e).__name__}: {e}"})
             if value:
                 time.sleep(value)
+            try:
+                self._send(200, encode_array(out), NPY_TYPE)
+            except ConnectionError:  # the client gave up (its timeout): nothing was answered
+                server.count("client_gone")
+                self.close_connection = True
+                return None
             server.count("answered_requests")
             server.count("answered_evaluations", int(x.shape[0]))
-            self._send(200, encode_array(out), NPY_TYPE)
 
     return Handler
