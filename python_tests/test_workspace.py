@@ -1,6 +1,8 @@
 """Step buffers reused across steps (sample_queries_out, estimator.Workspace) and the library's allocator
 setting (malloc_tuning): results identical to the allocating path, buffers not re-allocated, clear errors."""
 import contextlib
+import copy
+import pickle
 
 import pytest
 import torch
@@ -72,6 +74,7 @@ def test_workspace_reuses_and_grows():
     assert ws.buffer("u", (6, 3, 5), like.double()).dtype == torch.float64
     ws.clear()
     assert ws.buffer("u", (6, 3, 5), like).data_ptr() != 0
+    assert copy.deepcopy(ws)._buffers == {} and pickle.loads(pickle.dumps(ws))._buffers == {}
 
 
 def _quadratic(points):

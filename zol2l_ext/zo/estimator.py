@@ -89,6 +89,14 @@ class Workspace:
         """Free the buffers (the next use allocates them again)."""
         self._buffers.clear()
 
+    # Buffers are scratch, not state: a copied or pickled optimizer starts with an empty workspace instead of
+    # carrying (and sharing or serialising) tens of MB of stale query points.
+    def __deepcopy__(self, memo) -> "Workspace":
+        return Workspace()
+
+    def __getstate__(self) -> dict:
+        return {"_buffers": {}}
+
 
 def evaluate(problem, points: Tensor, seeds: Optional[Tensor] = None) -> Tensor:
     """Call the black box once on ``points [B, Q, d]`` and validate the result ``[B, Q]``.
