@@ -14,8 +14,10 @@ zo.problems.AttackProblem).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from . import data as D
+from . import distributed as DI
 from . import models as M
 from . import tasks as T
 from .fileio import atomic_write_file, atomic_write_json
@@ -366,14 +369,15 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
                learned_name: str | None = None, target_name: str | None = None, classes=None,
                optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
                progress: bool = True, space: str | None = None,
-               minimize_kwargs: dict[str, Any] | None = None) -> AttackOutcome:
+               minimize_kwargs: dict[str, Any] | None = None, shard=None) -> AttackOutcome | None:
     """Runs each optimizer on B images x ``trials`` rows of one AttackProblem, same start point and seed.
 
     ``space``: the attack's parameterisation, "pixel" or "tanh" (None: the dataset's default,
     DATASET_DEFAULTS[dataset]["space"]); it also picks the fallback lrs (DEFAULT_LRS). ``minimize_kwargs`` go to
-    every ``zo.runner.minimize`` call (checkpoints, resume: see remote_attack.run_resumable_attack)."""
+    every ``zo.runner.minimize`` call (checkpoints, resume: see remote_attack.run_resumable_attack).
+    ``shard``: a `distributed.Dist` under torchrun: this rank attacks only its block of rows, rank 0 gathers every
+    row and returns the outcome of the whole attack, the other ranks return None."""
     from .zo.problems import AttackProblem
-    from .zo.runner import minimize
 
     defaults = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])
     q = int(defaults["q"] if q is None else q)
@@ -394,11 +398,13 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
     B = images.shape[0]
     if chunk_size is None:
         chunk_size = 16384 if dev.type == "cuda" else 4096
-    rows_images = images.to(dev).repeat(trials, 1, 1, 1)
-    rows_labels = labels.to(dev).repeat(trials)
-    problem = AttackProblem(model, rows_images, rows_labels, c=c, norm=norm, output=output, chunk_size=chunk_size,
-                            space=space)
-    theta0 = problem.initial_point()
+    # rows are problem ids for the runner's seeds: a shard of them draws what the whole batch draws for them
+    row_ids = list(range(B * trials)) if shard is None else DI.shard_rows(B * trials, shard.rank, shard.world)
+    rows_images = images.to(dev).repeat(trials, 1, 1, 1)[row_ids]
+    rows_labels = labels.to(dev).repeat(trials)[row_ids]
+    problem = None if not row_ids else AttackProblem(model, rows_images, rows_labels, c=c, norm=norm, output=output,
+                                                     chunk_size=chunk_size, space=space)  # None: an idle rank
+    theta0 = None if problem is None else problem.initial_point()
     lr_table = learning_rates(dataset, optimizers, lrs, space)
 
     results: dict[str, Any] = {
@@ -406,33 +412,67 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
             "dataset": dataset, "target": target_name, "output": output, "optimizers": optimizers,
             "space": space, "q": q, "mu": mu, "c": c, "norm": norm, "steps": steps, "trials": trials, "seed": int(seed),
             "budget": budget, "stop_at_success": bool(stop_at_success), "device": str(dev),
-            "images": int(B), "dim": int(problem.dim), "image_ids": list(image_ids or range(B)),
+            "images": int(B), "dim": None if problem is None else int(problem.dim),
+            "image_ids": list(image_ids or range(B)),
             "labels": [int(v) for v in labels], "lrs": lr_table, "learned": learned_name,
             "row_order": "row = trial * images + image", "torch": str(torch.__version__),
         },
         "optimizers": {},
     }
+    opts = {name: build_optimizer(name, q, mu, lr_table[name], learned=learned,
+                                  **((optimizer_kwargs or {}).get(name, {}))) for name in optimizers}
+    key = json.dumps([results["config"], optimizer_kwargs], sort_keys=True, default=str)
+    kept = DI.load_shard(shard, key) if shard is not None else None
+    if kept is not None:
+        print(f"zol2l attack: rank {shard.rank} kept its finished rows from an earlier run", file=sys.stderr)
+    per_row = kept or {name: _attack_rows(opts[name], problem, theta0, steps, seed, row_ids, budget, stop_at_success,
+                                          progress and (shard is None or shard.main), name, model, minimize_kwargs,
+                                          images.shape[1:]) for name in optimizers}
+    if shard is not None:
+        if kept is None:
+            DI.save_shard(shard, key, per_row)
+        per_row = DI.gather_rows(per_row, row_ids, shard)
+        if per_row is None:
+            return None
     outcome = AttackOutcome(results, images.cpu(), labels.cpu(), classes=classes)
     for name in optimizers:
-        opt = build_optimizer(name, q, mu, lr_table[name], learned=learned,
-                              **((optimizer_kwargs or {}).get(name, {})))
-        t0 = time.perf_counter()
-        res = minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, budget=budget,
-                       stop_at_success=stop_at_success, progress=progress, desc=name, **(minimize_kwargs or {}))
-        wall = time.perf_counter() - t0
-        theta = res.theta.to(dev)
-        l1, l2 = problem.distortion(theta)
-        entry = summarize(forward_fill(res.loss.cpu()), res.success.cpu(), res.first_success_step.cpu(),
-                          res.first_success_queries.cpu(), res.queries.cpu(), l1.cpu(), l2.cpu(), B, trials)
+        r = per_row[name]
+        entry = summarize(forward_fill(r["loss"].T), r["success"], r["first_step"], r["first_queries"],
+                          r["queries"], r["l1"], r["l2"], B, trials)
         axis = [0]  # queries spent before each step (ZO-SZVR-G's snapshot steps cost more)
         for t in range(steps):
-            axis.append(axis[-1] + int(opt.queries_at(t)))
-        entry = {"lr": lr_table[name], "wall_seconds": round(wall, 3), **entry, "query_axis": axis}
+            axis.append(axis[-1] + int(opts[name].queries_at(t)))
+        entry = {"lr": lr_table[name], "wall_seconds": round(r["wall"], 3), **entry, "query_axis": axis}
         results["optimizers"][name] = entry
-        adv = problem.adversarial_images(theta)[:B].cpu()
-        outcome.adversarial[name] = adv
-        outcome.adv_labels[name] = D.predict(model, adv.to(dev)).cpu()
+        outcome.adversarial[name] = r["adversarial"][:B]
+        outcome.adv_labels[name] = r["adv_labels"][:B]
     return outcome
+
+
+def _attack_rows(opt, problem, theta0, steps, seed, row_ids, budget, stop_at_success, progress, name, model,
+                 minimize_kwargs, images_shape) -> dict[str, Any]:
+    """One optimizer on the problem's rows (ids ``row_ids``): per-row tensors (first dimension the row, on the
+    CPU) and the wall time; an empty shard (more ranks than rows) gives empty ones."""
+    from .zo.runner import minimize
+
+    if problem is None:
+        shape = tuple(images_shape)
+        empty = torch.zeros(0, dtype=torch.int64)
+        return {"loss": torch.zeros(0, steps + 1), "success": empty.bool(), "first_step": empty,
+                "first_queries": empty, "queries": empty, "l1": torch.zeros(0), "l2": torch.zeros(0),
+                "adversarial": torch.zeros((0,) + shape), "adv_labels": empty, "wall": 0.0}
+    t0 = time.perf_counter()
+    dev = theta0.device
+    res = minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, budget=budget, problem_ids=row_ids,
+                   stop_at_success=stop_at_success, progress=progress, desc=name, **(minimize_kwargs or {}))
+    wall = time.perf_counter() - t0
+    theta = res.theta.to(dev)
+    l1, l2 = problem.distortion(theta)
+    adv = problem.adversarial_images(theta)
+    return {"loss": res.loss.cpu().T, "success": res.success.cpu(), "first_step": res.first_success_step.cpu(),
+            "first_queries": res.first_success_queries.cpu(), "queries": res.queries.cpu(), "l1": l1.cpu(),
+            "l2": l2.cpu(), "adversarial": adv.cpu(), "adv_labels": D.predict(model, adv).cpu(),
+            "wall": wall}
 
 
 # ------------------------------------------------------------------------------------------------- output

@@ -16,6 +16,7 @@ checkpoint exists). No network, no data root.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -23,6 +24,7 @@ import time
 from typing import Sequence
 
 from . import data as D
+from . import distributed as DI
 from .cli_args import (add_progress_flags, nonnegative_float, positive_float, positive_int, resolve_progress)
 from .fileio import check_output_folder
 from .threads import torch_threads
@@ -249,14 +251,20 @@ def _attack(args) -> int:
     lrs = {n: (per[n] if n in per else common) for n in optimizers if n in per or common is not None}
     lrs, optimizer_kwargs, lr_source = _tuned_lrs(args, optimizers, lrs)
 
-    out = check_output_folder(args.out or os.path.join("runs", f"attack-{args.dataset}-"
-                                                               f"{time.strftime('%Y%m%d-%H%M%S')}"))
+    shard = DI.setup(device)  # under torchrun: this rank's share of the rows; rank 0 alone reports
+    out = check_output_folder(DI.broadcast(args.out or os.path.join("runs", f"attack-{args.dataset}-"
+                                                                            f"{time.strftime('%Y%m%d-%H%M%S')}"),
+                                           shard))
+    if shard.active:  # finished shards wait there for rank 0's results: a rerun after a failure keeps them
+        shard = dataclasses.replace(shard, keep=os.path.join(out, "shards"))
     target = args.target
     if args.endpoint:
         from . import remote_attack as RA
 
         if args.target:
             raise A.AttackSetupError("--endpoint and --target both name the target model: give one")
+        if shard.active:  # its resume file is one per run, not per rank
+            raise A.AttackSetupError("--endpoint runs in one process: start it without torchrun")
         target = RA.endpoint_target(args.endpoint, args.dataset, batch_size=args.endpoint_batch,
                                     concurrency=args.endpoint_concurrency, timeout=args.endpoint_timeout,
                                     retries=args.endpoint_retries)
@@ -266,11 +274,13 @@ def _attack(args) -> int:
     n_img = len(aset.ids)
     rows = n_img * trials
     cost = f"{rows} rows x {q + 1} queries x {steps} steps = {rows * (q + 1) * steps:,} model evaluations"
-    print(f"zol2l attack: {n_img} {args.dataset} images ({aset.target.name}, {space} space) x {trials} trials, "
-          f"optimizers {', '.join(optimizers)}, q={q}, mu={mu:g}, c={c:g}, {args.norm}, "
-          f"budget {args.budget if args.budget is not None else 'none'}"
-          f"{', stop at success' if args.stop_at_success else ''}, device {device}; "
-          f"{cost} per optimizer at most", file=sys.stderr)
+    if shard.main:
+        print(f"zol2l attack: {n_img} {args.dataset} images ({aset.target.name}, {space} space) x {trials} trials, "
+              f"optimizers {', '.join(optimizers)}, q={q}, mu={mu:g}, c={c:g}, {args.norm}, "
+              f"budget {args.budget if args.budget is not None else 'none'}"
+              f"{', stop at success' if args.stop_at_success else ''}, device {device}; "
+              f"{cost} per optimizer at most"
+              + (f"; rows sharded over {shard.world} processes" if shard.active else ""), file=sys.stderr)
     run = A.run_attack
     if args.endpoint:  # the same attack, resumable: a failed endpoint leaves its progress in OUT/resume.pt
         if not args.out:
@@ -283,7 +293,11 @@ def _attack(args) -> int:
                   norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
                   chunk_size=args.chunk_size, learned=learned, learned_name=learned_name,
                   target_name=aset.target.name, classes=aset.classes,
-                  optimizer_kwargs=optimizer_kwargs, progress=progress, space=space)
+                  optimizer_kwargs=optimizer_kwargs, progress=progress, space=space,
+                  shard=shard if shard.active else None)
+    if outcome is None:  # a rank other than 0: its rows went to rank 0, which writes the results
+        DI.finish(shard)
+        return 0
     outcome.results["config"]["lr_source"] = lr_source
     outcome.results["config"]["optimizer_kwargs"] = optimizer_kwargs
     outcome.results["config"]["positions"] = aset.positions
@@ -294,6 +308,7 @@ def _attack(args) -> int:
     if "endpoint" in outcome.results:
         print("endpoint: " + ", ".join(f"{k} {v}" for k, v in outcome.results["endpoint"].items()))
     print(f"wrote {', '.join(paths.values())} ({time.perf_counter() - t_start:.1f} s)")
+    DI.finish(shard)
     return 0
 
 

@@ -1,0 +1,127 @@
+"""`zol2l attack` under torchrun (2 gloo processes on the CPU): the rows sharded by problem id, gathered on rank 0.
+
+The gathered result is compared with the one-process run of the same command. Queries, successes and the steps
+of first success must be identical; losses and distortions agree to float32 rounding only, because the target's
+BLAS picks its kernels by batch size (a shard sends the model fewer images per call; docs/DISTRIBUTED.md).
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch.distributed as dist
+
+from zol2l_ext import cli
+from zol2l_ext import data as D
+from zol2l_ext import distributed as DI
+from zol2l_ext import models as M
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="this torch has no torch.distributed gloo backend")
+
+TINY = ["attack", "digits", "--trials", "1", "--steps", "6", "--q", "4", "--optimizers", "zo-sgd,zo-signsgd",
+        "--no-progress"]
+EXACT = ("success", "ever_success", "first_success_step", "first_success_queries", "queries")
+CLOSE = ("final_loss", "l1", "l2", "loss_mean")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One user cache, with the digits CNN trained once here, so that the ranks only read it."""
+    d = tmp_path_factory.mktemp("zol2l_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(D.ENV_CACHE, str(d))
+    M.load_target("digits-cnn", dataset="digits", progress=False)
+    yield d
+    mp.undo()
+
+
+def torchrun(args, cwd, nproc=2, env=None):
+    # --standalone: a rendezvous on a free local port, so that parallel test runs do not collide
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "zol2l_ext.cli", *args]
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", **{DI.ENV_TIMEOUT: "60"}, **(env or {}))
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240, check=False)
+
+
+def results(folder):
+    with open(os.path.join(folder, "results.json")) as f:
+        return json.load(f)
+
+
+def assert_same_rows(one, many):
+    assert one["config"]["image_ids"] == many["config"]["image_ids"]
+    for name, entry in one["optimizers"].items():
+        other = many["optimizers"][name]
+        assert other["aggregate"]["rows"] == entry["aggregate"]["rows"]
+        for a, b in zip(entry["per_image"], other["per_image"], strict=True):
+            for k in EXACT:
+                assert a[k] == b[k], (name, k)
+            for k in CLOSE:
+                assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (name, k)
+        assert other["query_axis"] == entry["query_axis"]
+
+
+@pytest.mark.parametrize("count", [3, 1], ids=["uneven-shards", "more-ranks-than-rows"])
+def test_two_processes_gather_the_one_process_result(cache, tmp_path, count):
+    args = TINY + ["--count", str(count), "--seed", "5"]
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    p = torchrun(args + ["--out", "two"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_same_rows(results(tmp_path / "one"), results(tmp_path / "two"))
+    assert "sharded over 2 processes" in p.stderr
+    assert p.stdout.count("wrote ") == 1  # rank 0 alone reports
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def test_a_failing_rank_ends_the_run_and_the_rerun_keeps_the_finished_shard(cache, tmp_path):
+    # rank 1's black box fails once rank 0 has finished its shard (FAIL_RANK1 set), so that the rerun of the same
+    # command must take rank 0's rows from its kept shard and redo only rank 1's
+    (tmp_path / "flaky_target.py").write_text(textwrap.dedent("""
+        import os
+        import time
+        import torch
+        from zol2l_ext import models as M
+
+
+        class FailsOnRank1(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
+                self.calls = 0
+
+            def forward(self, x):
+                self.calls += 1
+                if os.environ.get("FAIL_RANK1") and os.environ.get("RANK") == "1" and self.calls > 3:
+                    for _ in range(600):
+                        if os.path.exists(os.path.join("out", "shards", "rank0-of-2.pt")):
+                            break
+                        time.sleep(0.1)
+                    raise RuntimeError("black box of rank 1 broke")
+                return self.net(x)
+        """))
+    args = TINY + ["--count", "4", "--seed", "2"]
+    flaky = args + ["--target", "flaky_target:FailsOnRank1", "--out", "out"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    p = torchrun(flaky, cwd=tmp_path, env=dict(env, FAIL_RANK1="1"))
+    assert p.returncode != 0
+    assert "black box of rank 1 broke" in p.stderr
+    assert not (tmp_path / "out" / "results.json").exists()
+    assert os.listdir(tmp_path / "out" / "shards") == ["rank0-of-2.pt"]
+
+    p = torchrun(flaky, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rank 0 kept its finished rows" in p.stderr and "rank 1 kept" not in p.stderr
+    assert not (tmp_path / "out" / "shards").exists()
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert_same_rows(results(tmp_path / "one"), results(tmp_path / "out"))
+
+
+def test_shard_rows_cover_every_row_once():
+    for n in range(9):
+        for world in range(1, 5):
+            blocks = [DI.shard_rows(n, r, world) for r in range(world)]
+            assert [r for b in blocks for r in b] == list(range(n))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1

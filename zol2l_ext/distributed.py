@@ -1,0 +1,152 @@
+"""Attacks sharded over processes under ``torchrun`` (torch.distributed): rank and world, row shards, gather.
+
+An attack's rows (trial x image, row = trial * images + image) are independent problems whose random
+directions are keyed by (seed, row id, step) (zo.seeding.step_seeds), so a rank that runs only some rows, with
+their own ids, computes for them exactly what one process computes for all rows. Each rank takes a contiguous
+block of row ids (`shard_rows`), runs it as one batch, and rank 0 gathers every rank's per-row tensors
+(`gather_rows`) and puts them back in row order before anything is summarized.
+
+The process group is gloo even when the attack runs on CUDA: the only collectives of an attack are a broadcast
+of the output folder and the final gather of small CPU tensors, and gloo lets a rank fail or finish early without
+a CUDA context on the others. Every collective has a timeout (``ZOL2L_DIST_TIMEOUT`` seconds, default 1800), so a
+rank waiting for one that died stops with an error instead of hanging; under torchrun, the agent already ends
+every rank as soon as one exits with an error.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["ENV_TIMEOUT", "Dist", "finish", "gather_rows", "load_shard", "save_shard", "setup", "shard_rows"]
+
+ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: ``rank`` of ``world`` (world 1: not distributed); ``keep``: the folder
+    where each rank keeps its finished shard until rank 0 has written the results (None: not kept)."""
+    rank: int = 0
+    world: int = 1
+    keep: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _timeout() -> datetime.timedelta:
+    raw = os.environ.get(ENV_TIMEOUT, "1800")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"${ENV_TIMEOUT}={raw!r}: give the collectives' timeout in seconds") from None
+    if not seconds > 0:
+        raise ValueError(f"${ENV_TIMEOUT}={raw!r}: the timeout must be > 0 seconds")
+    return datetime.timedelta(seconds=seconds)
+
+
+def setup(device: torch.device | None = None) -> Dist:
+    """The run's `Dist` from the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT); joins the gloo
+    process group when WORLD_SIZE > 1 (once per process). On CUDA each rank takes GPU LOCAL_RANK of its node."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_available() or not dist.is_gloo_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch has no torch.distributed gloo backend")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=_timeout())
+    if device is not None and device.type == "cuda" and device.index is None:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def shard_rows(n_rows: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s block of the row ids 0..n_rows-1: blocks differ by at most one row; with more ranks than
+    rows the last ranks get none."""
+    base, extra = divmod(n_rows, world)
+    start = rank * base + min(rank, extra)
+    return list(range(start, start + base + (1 if rank < extra else 0)))
+
+
+def broadcast(value: Any, d: Dist) -> Any:
+    """Rank 0's ``value`` on every rank (e.g. the output folder, whose default name holds the time)."""
+    if not d.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_rows(part: dict[str, dict[str, Any]], rows: list[int], d: Dist) -> dict[str, dict[str, Any]] | None:
+    """Every rank's per-row results, in row order, on rank 0 (None on the other ranks).
+
+    ``part`` maps a name (an optimizer) to a dict of tensors whose first dimension follows ``rows`` and of
+    floats (seconds: the largest over ranks is kept, the wall time of the whole run)."""
+    if not d.active:
+        return part
+    mine = (rows, {name: {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in entry.items()}
+                   for name, entry in part.items()})
+    every: list[Any] | None = [None] * d.world if d.main else None
+    dist.gather_object(mine, every, dst=0)
+    if not d.main:
+        return None
+    order = torch.argsort(torch.tensor([r for rws, _ in every for r in rws], dtype=torch.int64))
+    merged: dict[str, dict[str, Any]] = {}
+    for name, entry in part.items():
+        merged[name] = {}
+        for k, v in entry.items():
+            values = [p[name][k] for _, p in every]
+            merged[name][k] = torch.cat(values)[order] if torch.is_tensor(v) else max(values)
+    return merged
+
+
+def _shard_path(d: Dist) -> str | None:
+    return None if d.keep is None else os.path.join(d.keep, f"rank{d.rank}-of-{d.world}.pt")
+
+
+def load_shard(d: Dist, key: str) -> dict[str, dict[str, Any]] | None:
+    """The per-row results this rank kept from an earlier run of the same attack (``key``), else None: after a
+    failure elsewhere, the same command does not redo the shards that had finished."""
+    path = _shard_path(d)
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a file cut by a kill is only work to redo
+        return None
+    return state["rows"] if isinstance(state, dict) and state.get("key") == key else None
+
+
+def save_shard(d: Dist, key: str, rows: dict[str, dict[str, Any]]) -> None:
+    """Keeps this rank's finished shard (atomic: a kill mid-write leaves no half file)."""
+    path = _shard_path(d)
+    if path is None:
+        return
+    os.makedirs(d.keep, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save({"key": key, "rows": rows}, tmp)
+    os.replace(tmp, path)
+
+
+def finish(d: Dist) -> None:
+    """Once rank 0 has written the results: every rank drops its kept shard, then leaves the process group."""
+    if not d.active or not dist.is_initialized():
+        return
+    dist.barrier()
+    path = _shard_path(d)
+    if path is not None and os.path.exists(path):
+        os.remove(path)
+    dist.barrier()  # every rank's file is gone: the folder may go
+    if d.main and d.keep is not None and os.path.isdir(d.keep) and not os.listdir(d.keep):
+        os.rmdir(d.keep)
+    dist.destroy_process_group()
