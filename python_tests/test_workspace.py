@@ -128,3 +128,23 @@ def test_keep_freed_memory_once_respects_the_user(monkeypatch):
     assert malloc_tuning.keep_freed_memory_once() is True
     assert called == [(malloc_tuning.MMAP_THRESHOLD, malloc_tuning.TRIM_THRESHOLD)]
     assert malloc_tuning.keep_freed_memory_once() is True and len(called) == 1  # once per process
+
+
+def test_every_black_box_call_applies_the_allocator_setting(monkeypatch):
+    from zol2l_ext.zo import estimator
+
+    calls = []
+    monkeypatch.setattr(estimator, "keep_freed_memory_once", lambda: calls.append(1) or True)
+    prob = CallableProblem(_quadratic, dim=11, batch=3)
+    estimator.evaluate(prob, torch.zeros(3, 2, 11))
+    assert calls == [1]
+
+
+def test_workspace_only_where_the_out_kernel_writes_in_place(monkeypatch):
+    theta, _, _, sd = _inputs("cpu")
+    prob = CallableProblem(_quadratic, dim=11, batch=3)
+    ws = Workspace()
+    monkeypatch.setattr(ops, "has_sample_out_kernel", lambda device: False)
+    with torch.no_grad():
+        gaussian_estimate(prob, theta, 4, 0.05, sd, workspace=ws)
+    assert ws._buffers == {}

@@ -19,6 +19,7 @@ _ops = torch.ops.zol2l
 
 __all__ = [
     "has_cuda_kernels",
+    "has_sample_out_kernel",
     "lstm_step",
     "sample_queries",
     "fd_gradient",
@@ -150,6 +151,11 @@ def sample_queries(
         u.copy_(u_new)
         points.copy_(points_new)
     return u, points
+
+
+def has_sample_out_kernel(device) -> bool:
+    """Whether ``sample_queries(out=...)`` writes in place on ``device`` (CPU) rather than copying a new result."""
+    return _has_kernel("zol2l::sample_queries_out", torch.device(device).type)
 
 
 @functools.lru_cache(maxsize=None)

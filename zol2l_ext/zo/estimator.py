@@ -166,13 +166,14 @@ def gaussian_estimate(
     """The Gaussian estimator for B problems with one black-box call of B x (q + 1) points.
 
     ``workspace``: the directions and the points are written into its buffers (when no gradient flows to theta
-    or the scale); the returned ``u`` then aliases a buffer that the next call overwrites, and so do the
-    points the black box sees (a black box that keeps them must copy them)."""
+    or the scale, and the device has the in-place kernel: on CUDA the caching allocator already reuses memory,
+    and a copy would only add work); the returned ``u`` then aliases a buffer that the next call overwrites, and
+    so do the points the black box sees (a black box that keeps them must copy them)."""
     _check_theta(theta, seeds)
     if seeds.device != theta.device:
         seeds = seeds.to(theta.device)
     out = None
-    if workspace is not None and not (torch.is_grad_enabled() and (
+    if workspace is not None and ops.has_sample_out_kernel(theta.device) and not (torch.is_grad_enabled() and (
             theta.requires_grad or (scale is not None and scale.requires_grad))):
         B, d = theta.shape
         out = (workspace.buffer("u", (B, q, d), theta), workspace.buffer("points", (B, q + 1, d), theta))
