@@ -56,12 +56,51 @@ def test_training_killed_mid_way_resumes_to_the_uninterrupted_weights(tmp_path):
         p.stderr.close()
     assert p.returncode == -signal.SIGKILL
     p = _train(cut, init, "--resume")
-    assert p.wait(timeout=300) == 0
-    err = p.stderr.read()
-    p.stderr.close()
-    assert "resumed from" in err, err
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 0 and "resumed from" in err, err
 
     a, b = LearnedZO.load(str(full / "best.pt")), LearnedZO.load(str(cut / "best.pt"))
     for (k, v), (k2, w) in zip(a.state_dict().items(), b.state_dict().items()):
         assert k == k2 and torch.equal(v, w), k
     assert _epochs(cut) == _epochs(full)
+
+
+def test_local_attack_killed_mid_run_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
+    """`zol2l attack --checkpoint-every N` on a local model: SIGKILL after a save, then the same command."""
+    from zol2l_ext import data as D
+    from zol2l_ext import models as M
+
+    monkeypatch.setenv(D.ENV_CACHE, str(tmp_path / "cache"))
+    M.load_target("digits-cnn", progress=False)  # trained once, into the cache the children read
+    args = ["attack", "--steps", "300", "--trials", "2", "--count", "4", "--optimizers", "zo-sgd,zo-adam",
+            "--tuned", "none", "--no-progress", "--checkpoint-every", "1"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    runs = []
+    for out in (full, cut):
+        runs.append(subprocess.Popen([sys.executable, "-m", "zol2l_ext.cli", *args, "--out", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    p = runs[1]
+    try:
+        deadline = time.monotonic() + 300
+        while not (cut / "resume.pt").exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert p.poll() is None, "the run ended before it could be killed"
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=60)
+        p.stderr.close()
+    assert runs[0].wait(timeout=300) == 0, runs[0].stderr.read()
+    runs[0].stderr.close()
+    assert not (cut / "results.json").exists()
+    p = subprocess.run([sys.executable, "-m", "zol2l_ext.cli", *args, "--out", str(cut)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+
+    def results(out):
+        r = json.loads((out / "results.json").read_text())
+        r["config"].pop("wall_seconds_total")
+        for e in r["optimizers"].values():
+            e.pop("wall_seconds")
+        return r
+
+    assert results(cut) == results(full) and not (cut / "resume.pt").exists()

@@ -258,17 +258,20 @@ def _attack(args) -> int:
     if shard.active:  # finished shards wait there for rank 0's results: a rerun after a failure keeps them
         shard = dataclasses.replace(shard, keep=os.path.join(out, "shards"))
     target = args.target
-    if args.endpoint:
+    resumable = bool(args.endpoint or args.checkpoint_every)  # its progress goes to OUT/resume.pt
+    if resumable:
         from . import remote_attack as RA
 
+        if shard.active:  # the resume file is one per run, not per rank
+            raise A.AttackSetupError(f"{'--endpoint' if args.endpoint else '--checkpoint-every'} runs in one "
+                                     "process: start it without torchrun")
+        RA.check_progress_file(os.path.join(out, RA.STATE_FILE))  # a bad one is refused before any work
+    if args.endpoint:
         if args.target:
             raise A.AttackSetupError("--endpoint and --target both name the target model: give one")
-        if shard.active:  # its resume file is one per run, not per rank
-            raise A.AttackSetupError("--endpoint runs in one process: start it without torchrun")
         target = RA.endpoint_target(args.endpoint, args.dataset, batch_size=args.endpoint_batch,
                                     concurrency=args.endpoint_concurrency, timeout=args.endpoint_timeout,
                                     retries=args.endpoint_retries)
-        RA.check_progress_file(os.path.join(out, RA.STATE_FILE))  # a bad one is refused before any query
     aset = A.prepare_attack(args.dataset, data_root=args.data_root, target=target, indices=args.indices,
                             count=args.count, device=device, download=args.download, progress=progress)
     n_img = len(aset.ids)
@@ -282,11 +285,11 @@ def _attack(args) -> int:
               f"{cost} per optimizer at most"
               + (f"; rows sharded over {shard.world} processes" if shard.active else ""), file=sys.stderr)
     run = A.run_attack
-    if args.endpoint:  # the same attack, resumable: a failed endpoint leaves its progress in OUT/resume.pt
+    if resumable:  # a run stopped by a failure, Ctrl-C or a kill resumes with the same command
         if not args.out:
             print(f"zol2l attack: progress goes to {out}; after a failure, resume with --out {out}", file=sys.stderr)
         run = functools.partial(RA.run_resumable_attack, os.path.join(out, RA.STATE_FILE),
-                                checkpoint_every=args.checkpoint_every)
+                                checkpoint_every=args.checkpoint_every or RA.ENDPOINT_CHECKPOINT_EVERY)
     outcome = run(args.dataset, aset.images, aset.labels, aset.target.model, optimizers,
                   output=aset.output, image_ids=aset.ids, q=q, mu=mu, steps=steps,
                   trials=trials, seed=args.seed, device=device, lrs=lrs, c=c,

@@ -27,9 +27,12 @@ from .cli_args import nonnegative_int, positive_float, positive_int
 from .fileio import atomic_write_file
 from .remote import EndpointError, RemoteModel
 
-__all__ = ["add_endpoint_args", "check_progress_file", "endpoint_target", "run_resumable_attack", "STATE_FILE"]
+__all__ = ["add_endpoint_args", "check_progress_file", "endpoint_target", "run_resumable_attack", "STATE_FILE",
+           "ENDPOINT_CHECKPOINT_EVERY"]
 
 STATE_FILE = "resume.pt"
+#: steps between progress saves of an --endpoint attack without --checkpoint-every
+ENDPOINT_CHECKPOINT_EVERY = 20
 _STATE_KIND = "zol2l attack progress"
 # run_attack arguments that do not change the results, so a resume may differ in them
 _NOT_RESULTS = ("device", "progress", "chunk_size", "target_name", "classes", "learned", "minimize_kwargs")
@@ -50,8 +53,9 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--endpoint-retries", type=nonnegative_int, default=5,
                    help="retries of a request after a timeout, a reset connection, a 429 or a 5xx, with "
                         "exponential backoff (default 5); past them the run stops and saves its progress")
-    g.add_argument("--checkpoint-every", type=positive_int, default=20,
-                   help="with --endpoint: also save the progress every N steps (default 20)")
+    g.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                   help="save the progress in OUT/resume.pt every N steps, so that the same command resumes a "
+                        f"killed run (default: {ENDPOINT_CHECKPOINT_EVERY} with --endpoint, else none)")
 
 
 def endpoint_target(url: str, dataset: str, batch_size: int = 1024, concurrency: int = 4, timeout: float = 30.0,
