@@ -4,7 +4,8 @@ An attack's rows (trial x image, row = trial * images + image) are independent p
 directions are keyed by (seed, row id, step) (zo.seeding.step_seeds), so a rank that runs only some rows, with
 their own ids, computes for them exactly what one process computes for all rows. Each rank takes a contiguous
 block of row ids (`shard_rows`), runs it as one batch, and rank 0 gathers every rank's per-row tensors
-(`gather_rows`) and puts them back in row order before anything is summarized.
+(`gather_rows`) and puts them back in row order before anything is summarized. Meta-training shards each
+meta-batch the same way and sums the meta-gradients over ranks (`all_sum`, `all_true`: zo.meta_trainer).
 
 The process group is gloo even when the attack runs on CUDA: the only collectives of an attack are a broadcast
 of the output folder and the final gather of small CPU tensors, and gloo lets a rank fail or finish early without
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["ENV_TIMEOUT", "Dist", "finish", "gather_rows", "load_shard", "save_shard", "setup", "shard_rows"]
+__all__ = ["ENV_TIMEOUT", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "save_shard", "setup", "shard_rows"]
 
 ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
 
@@ -108,6 +109,22 @@ def gather_rows(part: dict[str, dict[str, Any]], rows: list[int], d: Dist) -> di
             values = [p[name][k] for _, p in every]
             merged[name][k] = torch.cat(values)[order] if torch.is_tensor(v) else max(values)
     return merged
+
+
+def all_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The sum over ranks of ``x`` (a new tensor; ``x`` itself when not distributed)."""
+    if not d.active:
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_true(flag: bool, d: Dist) -> bool:
+    """True on every rank when ``flag`` is true on every rank: a decision all ranks take together."""
+    if not d.active:
+        return bool(flag)
+    return bool(all_sum(torch.tensor([0.0 if flag else 1.0]), d).item() == 0.0)
 
 
 def _shard_path(d: Dist) -> str | None:

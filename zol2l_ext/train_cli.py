@@ -7,6 +7,7 @@ import sys
 import time
 
 from . import data as D
+from . import distributed as DI
 
 # Default meta-batch per stage: stage 2 differentiates the black box at all B x (q + 1) query points (first-order
 # mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
@@ -168,6 +169,7 @@ def _train(args) -> int:
             args.update_scale = "auto"  # the fresh model's step is picked like a transfer factor, from STEP_GRID
     out = args.out or os.path.join("runs", f"train-{spec.name}-stage{args.stage}")
     device = torch.device(args.device)
+    shard = DI.setup(device)  # under torchrun: each rank its block of the meta-batch; rank 0 alone writes
     train = T.load_task(spec, "train", data_root=args.data_root, device=device)
     val = T.load_task(spec, "val", data_root=args.data_root, device=device)
     meta = {"commands": commands, "init": args.init or "", "task": spec.name}
@@ -188,8 +190,11 @@ def _train(args) -> int:
         model.scale_update(alpha)
         meta["update_scale_applied"] = float(alpha)
         print(f"zol2l train: UpdateRNN output scaled by alpha = {alpha:g}", file=sys.stderr)
-    trainer = MetaTrainer(cfg, train, val, model=model, out_dir=out, device=device,
-                          progress=not args.no_progress, meta=meta)
+    # rank 0 alone evaluates on the held-out set and writes; the others go on to the next update's all-reduce
+    trainer = MetaTrainer(cfg, train, val if shard.main else None, model=model,
+                          out_dir=out if shard.main else None, device=device,
+                          progress=not args.no_progress and shard.main, meta=meta,
+                          shard=shard if shard.active else None)
     ck = os.path.join(out, "checkpoint.pt")
     if resuming:
         trainer.load_checkpoint(ck)
@@ -207,6 +212,9 @@ def _train(args) -> int:
         print(f"\nzol2l train: interrupted; {ck} holds the last finished update ({trainer.update_count}); "
               f"rerun with --resume to continue", file=sys.stderr)
         return 130
+    DI.finish(shard)
+    if not shard.main:
+        return 0
     best = trainer.best
     print(f"zol2l train: done in {time.perf_counter() - t0:.1f} s; best held-out objective "
           f"{best.get('val_objective', float('nan')):.4g} (mean final loss {best.get('val_final_loss'):.4g}) at "

@@ -54,6 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol
 import torch
 from torch import Tensor
 
+from .. import distributed as DI
 from .. import ops
 from .estimator import evaluate, zo_objective
 from .lstm_optimizer import LearnedZO, QueryRNN
@@ -217,7 +218,8 @@ def weighted_curve_mean(curve: List[float], weighting: str) -> float:
 
 
 def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], run_seed: int, t_first: int,
-                cfg: "MetaTrainConfig", use_query: bool, f_start: Optional[Tensor] = None):
+                cfg: "MetaTrainConfig", use_query: bool, f_start: Optional[Tensor] = None,
+                pids: Optional[Tensor] = None, total: Optional[int] = None):
     """The meta-loss of one truncated-BPTT window: ``cfg.unroll`` differentiable steps from step ``t_first``
     (1-based step number of the first one within the horizon).
 
@@ -227,13 +229,15 @@ def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor],
     ``W = sum_{t=1}^{horizon} w_t`` and ``f_b(theta_0)`` the problem's starting loss (``f_start``; taken from the
     first step's query when None): the objective up to a constant per problem, so that every problem weighs the
     same whatever the size of its loss (MNIST attacks start at 5-20, binary classification at 0.25). The mean
-    over the B problems is returned.
+    over the B problems is returned; with ``pids`` (the problems' positions in a meta-batch of ``total``, one rank's
+    share of it) their sum divided by ``total``, so that the ranks' losses add up to the whole batch's mean.
 
     Returns ``(loss, theta, st, f_start, f_new)``: theta and the states at the window's end (still attached to
     the graph: the caller backpropagates, then detaches), f_start [B] and the last f(theta_t) [B] (detached).
     """
     B = theta.shape[0]
-    pids = torch.arange(B, dtype=torch.int64, device=theta.device)
+    pids = torch.arange(B, dtype=torch.int64) if pids is None else pids
+    pids = pids.to(device=theta.device, dtype=torch.int64)
     per_problem = theta.new_zeros(B)
     f_new = None
     for j in range(cfg.unroll):
@@ -250,7 +254,8 @@ def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor],
     if cfg.normalize:
         W = sum(step_weight(t, cfg.weighting) for t in range(1, cfg.horizon + 1))
         per_problem = per_problem / (W * f_start.abs().clamp_min(1e-12))
-    return per_problem.mean(), theta, st, f_start, f_new.detach()
+    loss = per_problem.mean() if total is None else per_problem.sum() / total
+    return loss, theta, st, f_start, f_new.detach()
 
 
 def clip_meta_gradient(params: List[Tensor], clip: float, mode: str) -> Dict[str, float]:
@@ -307,9 +312,14 @@ class MetaTrainer:
 
     def __init__(self, cfg: MetaTrainConfig, train: ProblemSet, val: Optional[ProblemSet] = None,
                  model: Optional[LearnedZO] = None, out_dir: Optional[str] = None, device="cpu",
-                 progress: bool = True, meta: Optional[Dict[str, Any]] = None):
+                 progress: bool = True, meta: Optional[Dict[str, Any]] = None, shard: Optional[DI.Dist] = None):
         cfg.validate()
         self.cfg = cfg
+        # under torchrun: each rank runs its block of every meta-batch, the meta-gradients are summed over ranks
+        self.shard = shard or DI.Dist()
+        if self.shard.world > min(cfg.batch, len(train)):
+            raise ValueError(f"a meta-batch of {min(cfg.batch, len(train))} problems cannot be shared by "
+                             f"{self.shard.world} processes: use at most that many")
         self.train_set, self.val_set = train, val
         self.device = torch.device(device)
         self.model = (model if model is not None else LearnedZO()).to(self.device)
@@ -342,18 +352,25 @@ class MetaTrainer:
         """One trajectory of ``horizon`` steps on a fresh meta-batch, horizon / unroll Adam steps."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        rows = self._rows()
-        problem = self.train_set.make(rows)
+        rows = self._rows()  # the same on every rank: the sampler's seed is the run's
+        mine = DI.shard_rows(len(rows), self.shard.rank, self.shard.world)
+        pids = torch.tensor(mine, dtype=torch.int64)
+        problem = self.train_set.make([rows[i] for i in mine])
         theta = problem.initial_point().to(self.device)
         run_seed = splitmix64_int(cfg.seed * 1_000_003 + self.update_count) & ((1 << 62) - 1)
         st = init_meta_state(self.model, theta, self.use_query)
         meta_losses, norms, clipped, skipped, f_start, last_f = [], [], [], 0, None, None
         for k in range(cfg.horizon // cfg.unroll):
             loss, theta, st, f_start, last_f = window_loss(self.model, problem, theta, st, run_seed,
-                                                           k * cfg.unroll + 1, cfg, self.use_query, f_start)
+                                                           k * cfg.unroll + 1, cfg, self.use_query, f_start,
+                                                           pids=pids, total=len(rows))
             self.opt.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
+            if DI.all_true(bool(torch.isfinite(loss)), self.shard):
                 loss.backward()
+                if self.shard.active:
+                    for p in self.params:
+                        p.grad = DI.all_sum(p.grad if p.grad is not None else torch.zeros_like(p), self.shard)
+                    loss = DI.all_sum(loss, self.shard)
                 grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.params)
             else:
                 grads_ok = False
@@ -370,8 +387,10 @@ class MetaTrainer:
                 self.opt.zero_grad(set_to_none=True)
             theta = theta.detach()
             st = _detach(st)
-            if not torch.isfinite(theta).all():
+            if not DI.all_true(bool(torch.isfinite(theta).all()), self.shard):
                 break
+        if self.shard.active and f_start is not None:  # the whole batch's means, as one process reports them
+            f_start, last_f = (DI.all_sum(v.sum(), self.shard).reshape(1) / len(rows) for v in (f_start, last_f))
         first_f = float(f_start.mean()) if f_start is not None else None
         self.update_count += 1
         final = float(last_f.mean()) if last_f is not None else float("nan")
