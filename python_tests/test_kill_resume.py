@@ -18,6 +18,21 @@ TRAIN = ["train", "binary", "--stage", "1", "--epochs", "4", "--updates-per-epoc
          "--horizon", "20", "--unroll", "10", "--threads", "1", "--no-progress"]
 
 
+def kill_once_written(proc, path, timeout=300):
+    """SIGKILL ``proc`` as soon as ``path`` exists (its first checkpoint), while it still runs."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+        assert path.exists(), f"no {path.name} within {timeout} s"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def _train(out, init, *extra):
     # --init: fixed starting weights (a fresh model's are drawn from torch's unseeded generator, so two runs from
     # scratch differ; from the same weights a run is bit-reproducible)
@@ -44,17 +59,7 @@ def test_training_killed_mid_way_resumes_to_the_uninterrupted_weights(tmp_path):
     p.stderr.close()
 
     cut = tmp_path / "cut"
-    p = _train(cut, init)
-    try:
-        deadline = time.monotonic() + 300
-        while not (cut / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert p.poll() is None, "the run ended before it could be killed"
-        os.kill(p.pid, signal.SIGKILL)
-    finally:
-        p.wait(timeout=60)
-        p.stderr.close()
-    assert p.returncode == -signal.SIGKILL
+    kill_once_written(_train(cut, init), cut / "checkpoint.pt")
     p = _train(cut, init, "--resume")
     err = p.communicate(timeout=300)[1]
     assert p.returncode == 0 and "resumed from" in err, err
@@ -79,16 +84,7 @@ def test_local_attack_killed_mid_run_resumes_to_the_uninterrupted_results(tmp_pa
     for out in (full, cut):
         runs.append(subprocess.Popen([sys.executable, "-m", "zol2l_ext.cli", *args, "--out", str(out)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    p = runs[1]
-    try:
-        deadline = time.monotonic() + 300
-        while not (cut / "resume.pt").exists() and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert p.poll() is None, "the run ended before it could be killed"
-        os.kill(p.pid, signal.SIGKILL)
-    finally:
-        p.wait(timeout=60)
-        p.stderr.close()
+    kill_once_written(runs[1], cut / "resume.pt")
     assert runs[0].wait(timeout=300) == 0, runs[0].stderr.read()
     runs[0].stderr.close()
     assert not (cut / "results.json").exists()

@@ -20,6 +20,7 @@ from zol2l_ext.remote import RemoteModel
 from zol2l_ext.serve import Faults, ScoringServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
+from test_kill_resume import kill_once_written  # noqa: E402
 from test_remote import FailsAfter  # noqa: E402
 
 ARGS = ["--steps", "6", "--trials", "2", "--count", "3", "--optimizers", "zo-sgd,zo-adam", "--tuned", "none",
@@ -127,9 +128,6 @@ def test_serve_rejects_bad_fault_options(argv, message, capsys):
 
 
 def test_attack_killed_mid_run_resumes_to_the_uninterrupted_results(digits, tmp_path, capsys):
-    import signal
-    import time
-
     args = ["--steps", "30", *ARGS[2:]]
     rc, _, err = _run(["attack", *args, "--out", str(tmp_path / "local")], capsys)
     assert rc == 0, err
@@ -140,16 +138,8 @@ def test_attack_killed_mid_run_resumes_to_the_uninterrupted_results(digits, tmp_
         argv = ["attack", *args, "--out", str(out_dir), "--endpoint", srv.url, "--checkpoint-every", "2"]
         proc = subprocess.Popen([sys.executable, "-m", "zol2l_ext.cli", *argv], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert state.exists(), proc.stderr.read() if proc.poll() is not None else "no progress file in time"
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.wait(timeout=30)
-            proc.stderr.close()
-        assert proc.returncode == -signal.SIGKILL and not (out_dir / "results.json").exists()
+        kill_once_written(proc, state)
+        assert not (out_dir / "results.json").exists()
         rc, _, err = _run(argv, capsys)  # the same command
     assert rc == 0, err
     remote = _results(out_dir)
