@@ -332,16 +332,29 @@ class LearnedZO(nn.Module):
         return model
 
     def save(self, path, meta: Optional[Dict[str, Any]] = None) -> None:
-        """torch.save the weights and config (meta: optional str/number entries, e.g. the training task)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.to_dict(meta), path)
+        """torch.save the weights and config (meta: optional str/number entries, e.g. the training task). Written
+        to a temporary file and renamed, so that a run killed mid-write leaves the previous file, not half of one."""
+        from ..fileio import atomic_write_file
+
+        d = self.to_dict(meta)
+        atomic_write_file(path, lambda tmp: torch.save(d, tmp))
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "LearnedZO":
-        """Load a file written by `save` (``torch.load(weights_only=True)``)."""
-        d = torch.load(path, map_location=map_location, weights_only=True)
-        return cls.from_dict(d)
+        """Load a file written by `save` (``torch.load(weights_only=True)``). A file that is truncated, corrupt or
+        not a LearnedZO checkpoint raises a one-line ValueError naming it."""
+        try:
+            d = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds on a damaged file: one line for all
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{path}: not a readable LearnedZO file ({type(e).__name__}: {first})") from None
+        try:
+            return cls.from_dict(d)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{path}: {first}") from None
 
     @classmethod
     def pretrained(cls, name: str, map_location="cpu") -> "LearnedZO":
