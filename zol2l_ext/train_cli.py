@@ -164,6 +164,7 @@ def _train(args) -> int:
                 fresh_step = float(args.step)
             except ValueError as e:
                 raise ValueError(f"--step must be a number or 'auto', got {args.step!r}") from e
+        torch.manual_seed(args.seed)  # fresh weights from --seed: the same command trains the same optimizer
         model = LearnedZO(scaling=args.scaling, step=fresh_step or 1.0)
         if args.scaling == "rms" and fresh_step is None:  # (resuming keeps the checkpoint's step: alpha 1)
             args.update_scale = "auto"  # the fresh model's step is picked like a transfer factor, from STEP_GRID
