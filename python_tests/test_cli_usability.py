@@ -13,8 +13,9 @@ from zol2l_ext.cli_args import resolve_progress
 
 from test_cli import cache  # noqa: F401 - one user cache per module, the digits CNN trained once
 
-# the subcommands of this package's own modules (others register theirs in the same parser)
-COMMANDS = ("attack", "train-target", "targets", "tune", "train", "evaluate", "reproduce")
+# every subcommand the zol2l parser registers (a new one is checked without editing this list)
+COMMANDS = tuple(next(a for a in cli.build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction)).choices)
 INTERNAL = re.compile(r"\bissue\b|\b[a-z_]+\.[A-Z][A-Z_]{2,}\b")  # "the issue's", "attack.DEFAULT_LRS"
 
 

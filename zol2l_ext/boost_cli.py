@@ -13,6 +13,7 @@ import shlex
 import sys
 
 from . import data as D
+from .cli_args import positive_int
 
 BOOST_GRID = (1.0, 2.0, 3.0, 4.0)
 DECAY_GRID = (10.0, 25.0, 50.0)
@@ -37,7 +38,7 @@ def add_parser(sub) -> None:
                                    "held-out problems (the update of step t multiplied by "
                                    "1 + (boost - 1) exp(-t / decay)) and writes the weights with the best one "
                                    "(lowest mean loss curve weighted as --weighting).")
-    p.add_argument("task", choices=TASK_NAMES)
+    p.add_argument("task", choices=TASK_NAMES, help="the task whose held-out part picks the boost")
     p.add_argument("--weights", required=True, help="the learned optimizer: a pretrained name or a .pt path")
     p.add_argument("--boosts", type=lambda s: _floats(s, "--boosts"), default=BOOST_GRID,
                    help="boosts to try, comma-separated (default %(default)s; 1 = no boost)")
@@ -45,16 +46,16 @@ def add_parser(sub) -> None:
                    help="decay time constants in steps, comma-separated (default %(default)s)")
     p.add_argument("--weighting", choices=("uniform", "linear"), default="uniform",
                    help="weights of the held-out loss curve: 1 (the area under the curve, default) or t")
-    p.add_argument("--trials", type=int, default=3, help="trials per held-out problem (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the task's horizon)")
+    p.add_argument("--trials", type=positive_int, default=3, help="trials per held-out problem (default 3)")
+    p.add_argument("--steps", type=positive_int, default=None, help="steps per run (default: the task's horizon)")
     p.add_argument("--space", choices=SPACES, default=None,
                    help="attack tasks: the variable's parameterisation (default: the task's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out runs' directions (default 0)")
     p.add_argument("--out", default=None, help="write the boosted weights to this .pt path")
     p.add_argument("--export", default=None, metavar="NAME",
                    help="write the boosted weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=cmd_boost)
 
 
@@ -91,8 +92,6 @@ def _boost(args) -> int:
     from . import tasks as T
     from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
 
-    if args.trials < 1:
-        raise ValueError(f"--trials must be >= 1, got {args.trials}")
     if not (args.out or args.export):
         raise ValueError("zol2l boost: say where the boosted weights go (--out PATH and/or --export NAME)")
     spec = T.task_with(args.task, args.space)
