@@ -169,3 +169,26 @@ def test_a_full_disk_stops_cleanly_with_nothing_half_written(limit, cache, tmp_p
     if "results.json" in left:
         json.loads((out / "results.json").read_text())
     assert ("results.json" in left) == (limit > 5000), left
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "another task"])
+def test_bad_meta_training_checkpoint_on_resume(kind, tmp_path, capsys):
+    """`zol2l train --resume` over a damaged checkpoint.pt, or one of another task: one line naming it."""
+    import torch
+
+    from zol2l_ext.zo import lstm_optimizer as L
+
+    out = tmp_path / "run"
+    out.mkdir()
+    ck = out / "checkpoint.pt"
+    if kind == "garbage":
+        ck.write_bytes(b"not a checkpoint at all")
+    elif kind == "truncated":
+        _truncated(os.path.join(os.path.dirname(L.__file__), "..", "pretrained", "digits-attack.pt"), ck)
+    else:
+        from zol2l_ext.zo.meta_trainer import CHECKPOINT_FORMAT
+        torch.save({"format": CHECKPOINT_FORMAT, "config": {"task": "binary"}}, ck)
+    argv = ["train", "sparse-quadratic", "--step", "0.1", "--resume", "--out", str(out), "--no-progress"]
+    line = _one_line_error(argv, capsys, ck)
+    assert ("checkpoint was trained with task='binary'" in line if kind == "another task"
+            else "not a" in line)

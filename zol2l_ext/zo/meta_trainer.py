@@ -449,15 +449,22 @@ class MetaTrainer:
     def load_checkpoint(self, path_or_state) -> None:
         """Restore everything from a checkpoint of a run with the same task, stage and mode."""
         ck = path_or_state
+        where = "" if isinstance(ck, dict) else f"{path_or_state}: "
         if not isinstance(ck, dict):
-            ck = torch.load(path_or_state, map_location="cpu", weights_only=True)
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a meta-training checkpoint (format {ck.get('format')!r})")
+            try:
+                ck = torch.load(path_or_state, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: one line naming it
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise ValueError(f"{where}not a readable meta-training checkpoint ({type(e).__name__}: {first}); "
+                                 f"delete it to start afresh") from None
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+            raise ValueError(f"{where}not a meta-training checkpoint (format {fmt!r})")
         old = ck["config"]
         for k in ("task", "stage", "grad_mode", "q", "horizon", "unroll", "objective", "normalize", "clip_mode",
                   "weighting"):
             if old.get(k) != getattr(self.cfg, k):
-                raise ValueError(f"checkpoint was trained with {k}={old.get(k)!r}, this run has "
+                raise ValueError(f"{where}checkpoint was trained with {k}={old.get(k)!r}, this run has "
                                  f"{k}={getattr(self.cfg, k)!r}: resume with the same settings")
         loaded = LearnedZO.from_dict(ck["model"])
         self.model.load_state_dict(loaded.to(self.device).state_dict())
