@@ -364,11 +364,7 @@ def _load_learned(spec: str | None, dataset: str):
     if spec and (os.path.sep in spec or spec.endswith(".pt")):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"--learned {spec!r}: no such file")
-        try:
-            return LearnedZO.load(spec), spec
-        except Exception as e:  # noqa: BLE001 - truncated, corrupt or not ours: one line naming the file
-            raise A.AttackSetupError(f"--learned {spec}: not a readable ZO-LSTM file "
-                                     f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+        return LearnedZO.load(spec), spec  # a damaged file: a one-line ValueError naming it
     learned, name = A.find_learned(dataset, [spec] if spec else None)
     if learned is None:
         raise A.AttackSetupError(f"zo-lstm* needs a pretrained learned optimizer: {name}")

@@ -6,7 +6,8 @@ import json
 import os
 from typing import Any, Callable
 
-__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_file", "check_output_folder", "OutputFolderError"]
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_file", "atomic_torch_save", "load_torch_file",
+           "first_line", "check_output_folder", "OutputFolderError"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
@@ -42,6 +43,38 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[str], None]) -> 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> str:
     """``obj`` as indented JSON (non-finite floats are an error: pass None instead), written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> str:
+    """``torch.save(obj)`` written atomically (see `atomic_write_file`): a kill or a full disk mid-write leaves the
+    previous file, never half of one."""
+    import torch
+
+    def write(tmp: str) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError
+            raise OSError(first_line(e)) from None
+
+    return atomic_write_file(path, write)
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (torch's messages on a damaged file run over many lines)."""
+    return (str(e).strip().splitlines() or [""])[0][:limit]
+
+
+def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu", hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)``; a truncated, corrupt or foreign file raises a one-line ValueError
+    naming it and ``what`` it should have been (``hint`` appended), a missing one FileNotFoundError."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a damaged file: one line for all
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {first_line(e)}){hint}") from None
 
 
 class OutputFolderError(ValueError):

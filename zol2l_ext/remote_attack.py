@@ -24,7 +24,7 @@ import torch
 from . import attack as A
 from . import models as M
 from .cli_args import nonnegative_int, positive_float, positive_int
-from .fileio import atomic_write_file
+from .fileio import atomic_torch_save, first_line
 from .remote import EndpointError, RemoteModel
 
 __all__ = ["add_endpoint_args", "check_progress_file", "endpoint_target", "run_resumable_attack", "STATE_FILE",
@@ -90,8 +90,7 @@ def check_progress_file(path: str) -> Optional[Dict[str, Any]]:
         if not isinstance(state, dict) or state.get("kind") != _STATE_KIND:
             raise ValueError("not an attack's progress file")
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign: all the same to the user
-        raise A.AttackSetupError(f"cannot resume from {path}: {str(e).strip().splitlines()[0][:200]} (delete it "
-                                 "to start over)") from None
+        raise A.AttackSetupError(f"cannot resume from {path}: {first_line(e)} (delete it to start over)") from None
     return state
 
 
@@ -108,13 +107,7 @@ def _load_state(path: str, key: Dict[str, str]) -> Dict[str, Any]:
 
 def _save_state(path: str, state: Dict[str, Any]) -> None:
     """Atomic: a kill or a full disk mid-write leaves the previous file, never half of one."""
-    def write(tmp: str) -> None:
-        try:
-            torch.save(state, tmp)
-        except RuntimeError as e:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError
-            raise OSError(str(e).strip().splitlines()[0][:200]) from None
-
-    atomic_write_file(path, write)
+    atomic_torch_save(state, path)
 
 
 def _add_counts(a: Dict[str, int], b: Dict[str, int]) -> Dict[str, int]:

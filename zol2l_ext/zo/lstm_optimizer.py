@@ -238,7 +238,8 @@ class LearnedZO(nn.Module):
         self.boost, self.boost_decay = float(boost), float(decay)
         cfg = getattr(self, "_config", None)
         if cfg is not None:
-            cfg.pop("boost", None), cfg.pop("boost_decay", None)
+            cfg.pop("boost", None)
+            cfg.pop("boost_decay", None)
             if self.boost != 1.0:  # files without a boost keep their config as it was
                 cfg.update(boost=self.boost, boost_decay=self.boost_decay)
 
@@ -334,27 +335,21 @@ class LearnedZO(nn.Module):
     def save(self, path, meta: Optional[Dict[str, Any]] = None) -> None:
         """torch.save the weights and config (meta: optional str/number entries, e.g. the training task). Written
         to a temporary file and renamed, so that a run killed mid-write leaves the previous file, not half of one."""
-        from ..fileio import atomic_write_file
+        from ..fileio import atomic_torch_save
 
-        d = self.to_dict(meta)
-        atomic_write_file(path, lambda tmp: torch.save(d, tmp))
+        atomic_torch_save(self.to_dict(meta), path)
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "LearnedZO":
         """Load a file written by `save` (``torch.load(weights_only=True)``). A file that is truncated, corrupt or
         not a LearnedZO checkpoint raises a one-line ValueError naming it."""
-        try:
-            d = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # noqa: BLE001 - torch raises many kinds on a damaged file: one line for all
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ValueError(f"{path}: not a readable LearnedZO file ({type(e).__name__}: {first})") from None
+        from ..fileio import first_line, load_torch_file
+
+        d = load_torch_file(path, "LearnedZO file", map_location=map_location)
         try:
             return cls.from_dict(d)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ValueError(f"{path}: {first}") from None
+            raise ValueError(f"{path}: {first_line(e)}") from None
 
     @classmethod
     def pretrained(cls, name: str, map_location="cpu") -> "LearnedZO":

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from .. import distributed as DI
 from .. import ops
+from ..fileio import atomic_torch_save, load_torch_file
 from .estimator import evaluate, zo_objective
 from .lstm_optimizer import LearnedZO, QueryRNN
 from .seeding import SALT_DATA, SALT_META, derive, splitmix64_int, step_seeds
@@ -440,23 +441,14 @@ class MetaTrainer:
         path = path or (os.path.join(self.out_dir, "checkpoint.pt") if self.out_dir else None)
         if path is None:
             return None
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_torch_save(self.state(), path)
 
     def load_checkpoint(self, path_or_state) -> None:
         """Restore everything from a checkpoint of a run with the same task, stage and mode."""
         ck = path_or_state
         where = "" if isinstance(ck, dict) else f"{path_or_state}: "
         if not isinstance(ck, dict):
-            try:
-                ck = torch.load(path_or_state, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: one line naming it
-                first = (str(e).strip().splitlines() or [""])[0][:200]
-                raise ValueError(f"{where}not a readable meta-training checkpoint ({type(e).__name__}: {first}); "
-                                 f"delete it to start afresh") from None
+            ck = load_torch_file(path_or_state, "meta-training checkpoint", hint="; delete it to start afresh")
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
             raise ValueError(f"{where}not a meta-training checkpoint (format {fmt!r})")
@@ -542,7 +534,7 @@ class MetaTrainer:
             from .meta_logs import write_logs
 
             os.makedirs(self.out_dir, exist_ok=True)
-            torch.save(self.best_state, os.path.join(self.out_dir, "best.pt"))
+            atomic_torch_save(self.best_state, os.path.join(self.out_dir, "best.pt"))
             write_logs(self.out_dir, self.history, self.best, self.cfg.to_dict())
 
     def _best_meta(self, epoch: int, val: Dict[str, Any]) -> Dict[str, Any]:

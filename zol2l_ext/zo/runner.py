@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..fileio import atomic_torch_save, load_torch_file
 from .estimator import NonFiniteValueError, evaluate
 from .problems import has_success
 from .seeding import step_seeds
@@ -155,21 +156,11 @@ class RunState:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def save(self, path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.to_dict(), tmp)
-        tmp.replace(path)
+        atomic_torch_save(self.to_dict(), path)
 
     @classmethod
     def load(cls, path) -> "RunState":
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # noqa: BLE001 - truncated or corrupt: torch's message runs over many lines
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ValueError(f"{path}: not a readable run checkpoint ({type(e).__name__}: {first})") from None
+        d = load_torch_file(path, "run checkpoint")  # truncated or corrupt: one line, not torch's many
         if not isinstance(d, dict):
             raise ValueError(f"{path}: not a run checkpoint (holds a {type(d).__name__})")
         return cls.from_dict(d)
