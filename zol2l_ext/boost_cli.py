@@ -8,7 +8,6 @@ wins. Nothing is read from the test part.
 from __future__ import annotations
 
 import argparse
-import copy
 import shlex
 import sys
 
@@ -61,24 +60,21 @@ def add_parser(sub) -> None:
 
 def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, weighting: str = "uniform",
                seed: int = 0, log=None) -> tuple:
-    """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once."""
-    from .zo.meta_trainer import evaluate_learned, weighted_curve_mean
+    """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once. ZO-LSTM runs
+    with the Bernoulli p saved with the weights."""
+    from .zo.meta_trainer import pick_on_heldout
 
     grid = [(b, t) for b in boosts for t in decays if b != 1.0]
     if 1.0 in boosts:
         grid.insert(0, (1.0, decays[0]))
-    query_prob = float(getattr(model, "meta", {}).get("query_prob", 0.5))
-    scores = {}
-    for b, t in grid:
-        m = copy.deepcopy(model)
-        m.set_boost(b, t)
-        run = evaluate_learned(m, problem, steps, q, mu, use_query=True, query_prob=query_prob, seed=seed)
-        scores[(b, t)] = weighted_curve_mean(run["curve"], weighting)
+
+    def report(key, score, run):
         if log:
-            log(f"boost {b:g} decay {t:g}: held-out objective ({weighting}) {scores[(b, t)]:.4g}, "
+            log(f"boost {key[0]:g} decay {key[1]:g}: held-out objective ({weighting}) {score:.4g}, "
                 f"final {run['final_loss']:.4g}")
-    best = min(scores, key=lambda k: scores[k])
-    return best, scores
+
+    return pick_on_heldout(model, {(b, t): (lambda m, b=b, t=t: m.set_boost(b, t)) for b, t in grid}, problem,
+                           steps, q, mu, use_query=True, query_prob=None, seed=seed, weighting=weighting, log=report)
 
 
 def cmd_boost(args) -> int:

@@ -22,22 +22,16 @@ STEP_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -> tuple[float, dict]:
     """The alpha of ``grid`` whose scaled UpdateRNN has the lowest held-out meta-objective (the mean loss curve
     weighted as ``cfg.weighting``; eq. 4's linear weights favour the late steps) on ``val`` (test-time run)."""
-    import copy
+    from .zo.meta_trainer import pick_on_heldout
 
-    from .zo.meta_trainer import evaluate_learned, weighted_curve_mean
-
-    problem = val.make(None, repeat=cfg.val_trials)
-    scores = {}
-    for a in grid:
-        m = copy.deepcopy(model)
-        m.scale_update(a)
-        curve = evaluate_learned(m, problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
-                                 use_query=cfg.stage == 2, query_prob=cfg.query_prob, seed=cfg.seed + 7919)["curve"]
-        scores[a] = weighted_curve_mean(curve, cfg.weighting)
+    def log(a, score, run):
         if progress:
-            print(f"zol2l train: alpha {a:g}: held-out objective ({cfg.weighting}) {scores[a]:.4g}", file=sys.stderr)
-    best = min(scores, key=lambda a: scores[a])
-    return best, scores
+            print(f"zol2l train: alpha {a:g}: held-out objective ({cfg.weighting}) {score:.4g}", file=sys.stderr)
+
+    return pick_on_heldout(model, {a: (lambda m, a=a: m.scale_update(a)) for a in grid},
+                           val.make(None, repeat=cfg.val_trials), cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
+                           use_query=cfg.stage == 2, query_prob=cfg.query_prob, seed=cfg.seed + 7919,
+                           weighting=cfg.weighting, log=log)
 
 
 def add_parser(sub) -> None:

@@ -45,6 +45,7 @@ update with the same next step.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -68,7 +69,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["MetaTrainConfig", "MetaTrainer", "ProblemSet", "meta_step", "window_loss", "clip_meta_gradient",
            "step_weight", "weighted_curve_mean",
-           "init_meta_state", "CHECKPOINT_FORMAT", "evaluate_learned"]
+           "init_meta_state", "CHECKPOINT_FORMAT", "evaluate_learned", "pick_on_heldout"]
 
 CHECKPOINT_FORMAT = "zol2l-metatrain-v1"
 GRAD_MODES = ("first-order", "zeroth-order")
@@ -284,8 +285,9 @@ def _detach(st: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 # -------------------------------------------------------------------------------------------- evaluation
 def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, use_query: bool,
-                     query_prob: float = 0.5, seed: int = 0) -> Dict[str, Any]:
-    """Run ZO-LSTM (test-time behaviour, no gradients) and return mean final loss, loss curve and success."""
+                     query_prob: Optional[float] = 0.5, seed: int = 0) -> Dict[str, Any]:
+    """Run ZO-LSTM (test-time behaviour, no gradients) and return mean final loss, loss curve and success
+    (``query_prob=None``: the p saved with the weights, as `ZOLSTM` takes it)."""
     from .optimizers import ZOLSTM
     from .runner import minimize
 
@@ -299,6 +301,23 @@ def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, u
     if res.has_success:
         out["success"] = float(res.success.double().mean())
     return out
+
+
+def pick_on_heldout(model: LearnedZO, variants: Dict[Any, Callable[[LearnedZO], None]], problem, steps: int, q: int,
+                    mu: float, *, use_query: bool, query_prob: Optional[float], seed: int, weighting: str,
+                    log: Optional[Callable[[Any, float, Dict[str, Any]], None]] = None):
+    """(the best key, {key: held-out objective}): ``variants[key]`` changes a copy of ``model`` (a transfer
+    factor, a boost), which runs at test time on ``problem``; the objective is its loss curve weighted as
+    ``weighting`` (`weighted_curve_mean`), the lowest wins. ``log(key, score, run)`` after each."""
+    scores: Dict[Any, float] = {}
+    for key, change in variants.items():
+        m = copy.deepcopy(model)
+        change(m)
+        run = evaluate_learned(m, problem, steps, q, mu, use_query=use_query, query_prob=query_prob, seed=seed)
+        scores[key] = weighted_curve_mean(run["curve"], weighting)
+        if log is not None:
+            log(key, scores[key], run)
+    return min(scores, key=scores.get), scores
 
 
 # ------------------------------------------------------------------------------------------------ trainer
