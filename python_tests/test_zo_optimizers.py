@@ -94,6 +94,10 @@ def test_query_counts_are_exact(name):
         assert expected == 2 * 8 + 11 * 10  # snapshots at steps 0 and 10
     else:
         assert expected == 13 * 5
+    # the loss-vs-queries axis: the queries spent before each step, ending at the run's count
+    axis = opt.query_axis(13)
+    assert len(axis) == 14 and axis[0] == 0 and axis[-1] == expected
+    assert all(axis[t + 1] - axis[t] == opt.queries_at(t) for t in range(13))
     # the final evaluation is one more (uncounted) point per problem
     cp2 = Counting(prob)
     r2 = zo.minimize(opt, cp2, 13, progress=False)

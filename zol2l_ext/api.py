@@ -220,12 +220,9 @@ class ZOAttack:
         parts = [self._attack_batch(x[s:s + step], labels[s:s + step].to(dev), s, output, N)
                  for s in range(0, N, step)]
         cat = {k: torch.cat([p[k] for p in parts], dim=1 if k == "loss" else 0) for k in parts[0] if k != "reason"}
-        axis = [0]
-        for t in range(self.steps):
-            axis.append(axis[-1] + int(self.optimizer.queries_at(t)))
         result = AttackResult(self.optimizer_name, labels.cpu(), cat["pred"], cat["pred"] != labels.cpu(),
                               cat["queries"], cat["first_q"], cat["l1"], cat["l2"], cat["loss"],
-                              torch.tensor(axis, dtype=torch.int64), [r for p in parts for r in p["reason"]])
+                              torch.tensor(self.optimizer.query_axis(self.steps), dtype=torch.int64), [r for p in parts for r in p["reason"]])
         return cat["adv"].to(images.device, images.dtype), result
 
     def _attack_batch(self, x: Tensor, y: Tensor, start: int, output: str, total: int) -> dict:

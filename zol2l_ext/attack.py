@@ -439,10 +439,9 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
         r = per_row[name]
         entry = summarize(forward_fill(r["loss"].T), r["success"], r["first_step"], r["first_queries"],
                           r["queries"], r["l1"], r["l2"], B, trials)
-        axis = [0]  # queries spent before each step (ZO-SZVR-G's snapshot steps cost more)
-        for t in range(steps):
-            axis.append(axis[-1] + int(opts[name].queries_at(t)))
-        entry = {"lr": lr_table[name], "wall_seconds": round(r["wall"], 3), **entry, "query_axis": axis}
+        # queries spent before each step (ZO-SZVR-G's snapshot steps cost more)
+        entry = {"lr": lr_table[name], "wall_seconds": round(r["wall"], 3), **entry,
+                 "query_axis": opts[name].query_axis(steps)}
         results["optimizers"][name] = entry
         outcome.adversarial[name] = r["adversarial"][:B]
         outcome.adv_labels[name] = r["adv_labels"][:B]

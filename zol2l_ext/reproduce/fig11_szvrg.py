@@ -38,7 +38,7 @@ def cumulative_queries(name: str, q: int, steps: int) -> List[int]:
 
     kw = {"model": LearnedZO()} if name.startswith("zo-lstm") else {}  # weights do not change the cost
     opt = make_optimizer(name, q=q, **kw)
-    return [0] + np.cumsum([opt.queries_at(t) for t in range(steps)]).astype(int).tolist()
+    return opt.query_axis(steps)
 
 
 def run(ctx) -> Dict[str, Any]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -114,6 +114,14 @@ class ZOOptimizer:
     def queries_at(self, step: int) -> int:
         """Queries per problem spent by step number ``step`` (0-based)."""
         return self.queries_per_step
+
+    def query_axis(self, steps: int) -> List[int]:
+        """Queries per problem spent before each of steps 0..``steps`` (the x axis of a loss-vs-queries curve):
+        [0, queries_at(0), queries_at(0) + queries_at(1), ...], ``steps + 1`` entries."""
+        axis = [0]
+        for t in range(steps):
+            axis.append(axis[-1] + int(self.queries_at(t)))
+        return axis
 
     def step_size(self, d: int) -> float:
         return self.lr / d if self.scale_lr_by_dim else self.lr
