@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .fileio import atomic_torch_save
+
 __all__ = ["ENV_TIMEOUT", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "save_shard", "setup", "shard_rows"]
 
 ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
@@ -149,10 +151,7 @@ def save_shard(d: Dist, key: str, rows: dict[str, dict[str, Any]]) -> None:
     path = _shard_path(d)
     if path is None:
         return
-    os.makedirs(d.keep, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"key": key, "rows": rows}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"key": key, "rows": rows}, path)
 
 
 def finish(d: Dist) -> None:
