@@ -40,7 +40,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["FORMAT", "DEFAULT_OPTIMIZERS", "BASELINES", "ITEM_STEPS", "evaluate_task", "quality_criteria",
            "write_evaluation", "format_table", "format_criteria", "resolve_learned", "resolve_tuned",
@@ -609,7 +609,5 @@ def write_evaluation(result: Dict[str, Any], out_dir: str, criteria: Optional[Di
            "± : std over trials of the item-mean.", "", "## Criteria", "", format_criteria(criteria), "",
            "## Paired criteria", "", format_paired(paired), "",
            f"({result.get('wall_seconds', 0):.1f} s, {result.get('created', '')})", ""]
-    with open(paths["quality"] + ".tmp", "w") as f:
-        f.write("\n".join(md))
-    os.replace(paths["quality"] + ".tmp", paths["quality"])
+    atomic_write_text(paths["quality"], "\n".join(md))
     return paths

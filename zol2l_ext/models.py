@@ -249,13 +249,11 @@ def _load_state(model: nn.Module, state: dict, source: str) -> None:
 
 def save_checkpoint(model: nn.Module, path: str, meta: dict[str, Any]) -> str:
     """Writes {"format", "state_dict", "meta"} atomically (tmp file + rename)."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    from .fileio import atomic_torch_save
+
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": dict(meta)}, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": dict(meta)},
+                             os.path.abspath(path))
 
 
 def load_checkpoint_file(path: str, dataset: str | None = None, device="cpu") -> LoadedTarget:

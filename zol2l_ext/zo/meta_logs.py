@@ -6,7 +6,7 @@ import math
 import os
 from typing import Any, Dict, List
 
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_file, atomic_write_json
 
 __all__ = ["write_logs", "plot_training_curves"]
 
@@ -30,22 +30,24 @@ def write_logs(out_dir: str, history: Dict[str, List[Dict[str, Any]]], best: Dic
                                                        ("png", "curves.png"))}
     atomic_write_json(_clean({"config": config, "best": best, **history}), paths["json"])
     by_epoch = {r["epoch"]: r for r in history["epochs"]}
-    tmp = paths["csv"] + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        last_of_epoch = {}
-        for r in history["updates"]:
-            last_of_epoch[r["epoch"]] = r["update"]
-        for r in history["updates"]:
-            row = dict(r)
-            ep = by_epoch.get(r["epoch"])
-            if ep is not None and last_of_epoch[r["epoch"]] == r["update"]:
-                row["val_final_loss"] = ep.get("val_final_loss")
-                row["val_objective"] = ep.get("val_objective")
-                row["val_success"] = ep.get("val_success")
-            w.writerow(_clean(row))
-    os.replace(tmp, paths["csv"])
+    last_of_epoch = {}
+    for r in history["updates"]:
+        last_of_epoch[r["epoch"]] = r["update"]
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            for r in history["updates"]:
+                row = dict(r)
+                ep = by_epoch.get(r["epoch"])
+                if ep is not None and last_of_epoch[r["epoch"]] == r["update"]:
+                    row["val_final_loss"] = ep.get("val_final_loss")
+                    row["val_objective"] = ep.get("val_objective")
+                    row["val_success"] = ep.get("val_success")
+                w.writerow(_clean(row))
+
+    atomic_write_file(paths["csv"], write_csv)
     plot_training_curves(history, best, paths["png"], title=f"{config.get('task')} stage {config.get('stage')} "
                                                             f"({config.get('grad_mode')})")
     return paths
