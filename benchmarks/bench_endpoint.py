@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     dataset = args.dataset or ("mnist" if os.environ.get("ZOL2L_DATA") else "digits")
     torch.set_num_threads(args.threads)
 
-    aset = A.prepare_attack(dataset, count=args.count, progress=False)
+    aset = prepare_attack(dataset, count=args.count, progress=False)
     kw = dict(trials=args.trials, steps=args.steps, output=aset.output, progress=False)
     proc, url = start_server(dataset, args.threads)
     runs = {"local": [], "remote": []}

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from zol2l_ext import boost_cli
+from zol2l_ext.cli_args import float_list
+from zol2l_ext.zo.heldout_picks import pick_boost
 from zol2l_ext.zo import LearnedZO, ZOLSTM, minimize
 from zol2l_ext.zo.meta_trainer import init_meta_state, meta_step
 from zol2l_ext.zo.synthetic import SparseQuadraticProblem
@@ -82,7 +83,7 @@ def test_pick_boost_prefers_the_boost_that_helps_a_too_timid_optimizer():
     pick is the argmin of the scores it reports."""
     pb = SparseQuadraticProblem(list(range(6)), dim=20, active=20, condition=2.0)
     m = LearnedZO(scaling="rms", step=1e-3)
-    best, scores = boost_cli.pick_boost(m, pb, steps=30, q=10, mu=1e-3, boosts=(1.0, 30.0), decays=(20.0,))
+    best, scores = pick_boost(m, pb, steps=30, q=10, mu=1e-3, boosts=(1.0, 30.0), decays=(20.0,))
     assert set(scores) == {(1.0, 20.0), (30.0, 20.0)}
     assert best == (30.0, 20.0) == min(scores, key=scores.get)
     assert scores[(30.0, 20.0)] < 0.9 * scores[(1.0, 20.0)]
@@ -95,7 +96,7 @@ def test_pick_boost_prefers_the_boost_that_helps_a_too_timid_optimizer():
 @pytest.mark.parametrize("text", ["0", "a,b", "", "-1,2"])
 def test_boost_grid_arguments_are_checked(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        boost_cli._floats(text, "--boosts")
+        float_list(text, "--boosts", positive=True)
 
 
 def test_boost_command_says_where_the_weights_go(capsys):

@@ -8,6 +8,8 @@ from zol2l_ext import attack as A
 from zol2l_ext import cli
 from zol2l_ext import data as D
 from zol2l_ext import models as M
+from zol2l_ext import settings as S
+from zol2l_ext import attack_setup as AS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,8 +48,8 @@ def test_attack_embedded_default_end_to_end(cache, tmp_path, capsys, monkeypatch
     cfg = res["config"]
     assert cfg["dataset"] == "digits" and cfg["target"] == "digits-cnn" and cfg["images"] == 3
     assert cfg["trials"] == 2 and cfg["steps"] == 4 and cfg["dim"] == 64 and len(cfg["image_ids"]) == 3
-    assert cfg["space"] == A.DATASET_DEFAULTS["digits"]["space"]
-    assert cfg["lrs"]["zo-sgd"] == A.default_lrs("digits")["zo-sgd"]
+    assert cfg["space"] == S.DATASET_DEFAULTS["digits"]["space"]
+    assert cfg["lrs"]["zo-sgd"] == S.default_lrs("digits")["zo-sgd"]
     assert {"zo-sgd", "zo-signsgd", "zo-adam"} <= set(res["optimizers"])
     for name, entry in res["optimizers"].items():
         assert len(entry["per_image"]) == 3
@@ -64,7 +66,7 @@ def test_attack_embedded_default_end_to_end(cache, tmp_path, capsys, monkeypatch
 
 
 def test_run_attack_same_start_and_seed(cache):
-    aset = A.prepare_attack("digits", count=2, progress=False)
+    aset = AS.prepare_attack("digits", count=2, progress=False)
     kw = dict(output=aset.output, steps=3, trials=2, q=4, progress=False)
     o1 = A.run_attack("digits", aset.images, aset.labels, aset.target.model, ["zo-sgd", "zo-adam"], **kw)
     o2 = A.run_attack("digits", aset.images, aset.labels, aset.target.model, ["zo-sgd"], **kw)
@@ -114,9 +116,9 @@ def test_unknown_optimizer_and_bad_lr(cache, capsys):
     rc, _, err = _run(["attack", "--optimizers", "zo-sgd", "--lr", "zo-adam=1", "--steps", "1", "--no-progress"],
                       capsys)
     assert rc == 2 and "zo-adam" in err
-    assert A.parse_lr_overrides(["0.5", "zo-sgd=2,zo-adam=3"]) == (0.5, {"zo-sgd": 2.0, "zo-adam": 3.0})
-    with pytest.raises(A.AttackSetupError):
-        A.parse_lr_overrides(["zo-sgd=abc"])
+    assert S.parse_lr_overrides(["0.5", "zo-sgd=2,zo-adam=3"]) == (0.5, {"zo-sgd": 2.0, "zo-adam": 3.0})
+    with pytest.raises(AS.AttackSetupError):
+        S.parse_lr_overrides(["zo-sgd=abc"])
 
 
 def test_learned_optimizer_needs_a_checkpoint(cache, capsys, monkeypatch):

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from zol2l_ext import attack as A
+from zol2l_ext import attack_setup as AS
 from zol2l_ext import cli
 from zol2l_ext.cli_args import resolve_progress
 
@@ -46,7 +46,7 @@ def test_every_option_has_help_in_users_words(command):
     (["--count", "0"], "argument --count: must be an integer >= 1"),
 ])
 def test_bad_numbers_fail_while_parsing(argv, message, capsys, monkeypatch):
-    monkeypatch.setattr(A, "prepare_attack", lambda *a, **k: pytest.fail("loaded the target before checking"))
+    monkeypatch.setattr(AS, "prepare_attack", lambda *a, **k: pytest.fail("loaded the target before checking"))
     with pytest.raises(SystemExit) as e:
         cli.main(["attack", *argv])
     assert e.value.code == 2
@@ -54,7 +54,7 @@ def test_bad_numbers_fail_while_parsing(argv, message, capsys, monkeypatch):
 
 
 def test_budget_below_one_step_fails_before_loading(capsys, monkeypatch):
-    monkeypatch.setattr(A, "prepare_attack", lambda *a, **k: pytest.fail("loaded the target before checking"))
+    monkeypatch.setattr(AS, "prepare_attack", lambda *a, **k: pytest.fail("loaded the target before checking"))
     assert cli.main(["attack", "--q", "5", "--budget", "4"]) == 2
     # one line, and no banner before it
     assert capsys.readouterr().err.splitlines() == [

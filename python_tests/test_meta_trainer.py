@@ -222,7 +222,7 @@ def test_zolstm_pretrained_by_name(tmp_path, monkeypatch):
 
 
 def test_pick_update_scale_returns_the_best_alpha():
-    from zol2l_ext.train_cli import pick_update_scale
+    from zol2l_ext.zo.heldout_picks import pick_update_scale
 
     torch.manual_seed(0)
     model = LearnedZO()

@@ -14,6 +14,7 @@ from zol2l_ext import attack as A
 from zol2l_ext.remote import EndpointError, RemoteModel
 from zol2l_ext.remote_attack import run_resumable_attack
 from zol2l_ext.serve import Faults, ScoringServer
+from zol2l_ext import attack_setup as AS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
 from test_zo_common import tiny_attack  # noqa: E402
@@ -166,7 +167,7 @@ def test_endpoint_down_stops_with_a_checkpoint_and_resumes_exactly(tmp_path):
     assert list(saved["done"]) == ["zo-sgd"] and saved["partial"]["zo-adam"]["t"] == 4
     assert saved["endpoint"]["failed_requests"] == 1
     # another attack may not take this progress for its own
-    with pytest.raises(A.AttackSetupError, match="progress of another attack .*differs in seed"):
+    with pytest.raises(AS.AttackSetupError, match="progress of another attack .*differs in seed"):
         run_resumable_attack(str(state), "digits", images, labels, model, ["zo-sgd", "zo-adam"], **dict(kw, seed=2))
     with ScoringServer(model) as srv:  # back up (on another port: the URL is not part of the attack)
         out = run_resumable_attack(str(state), "digits", images, labels, RemoteModel(srv.url, **FAST),
@@ -179,7 +180,7 @@ def test_a_corrupt_progress_file_is_a_one_line_error(tmp_path):
     model, images, labels, kw = _attack_args()
     state = tmp_path / "resume.pt"
     state.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(A.AttackSetupError, match=rf"cannot resume from {state}: .*delete it to start over"):
+    with pytest.raises(AS.AttackSetupError, match=rf"cannot resume from {state}: .*delete it to start over"):
         run_resumable_attack(str(state), "digits", images, labels, model, ["zo-sgd"], **kw)
 
 

@@ -2,7 +2,6 @@
 `zol2l tune` and `zol2l evaluate`, and tunings refused in another space. A tiny linear classifier on the 8x8
 digits stands in for the target (no CNN training, no data root): `tasks.load_task` and `attack.prepare_attack`
 are replaced by stand-ins returning it."""
-import argparse
 import json
 
 import pytest
@@ -16,6 +15,8 @@ from zol2l_ext import tasks as T
 from zol2l_ext import tune as TU
 from zol2l_ext.digits import load_digits_split
 from zol2l_ext.zo import runner
+from zol2l_ext import settings as S
+from zol2l_ext import attack_setup as AS
 
 
 def _tiny_model():
@@ -86,19 +87,19 @@ def _tanh_start(images):
 
 # ------------------------------------------------------------------------------------------------- defaults
 def test_defaults_come_from_the_tasks():
-    for ds, task in A.DATASET_TASKS.items():
+    for ds, task in T.DATASET_TASKS.items():
         assert T.TASKS[task].dataset == ds and T.TASKS[task].kind == "attack"
-        assert A.DATASET_DEFAULTS[ds]["space"] == T.TASKS[task].space
-    assert A.DATASET_TASKS == {"digits": "digits-attack", "mnist": "mnist-attack", "cifar10": "cifar-attack"}
-    assert TU.DATASET_TASKS is A.DATASET_TASKS
+        assert S.DATASET_DEFAULTS[ds]["space"] == T.TASKS[task].space
+    assert T.DATASET_TASKS == {"digits": "digits-attack", "mnist": "mnist-attack", "cifar10": "cifar-attack"}
+    assert TU.DATASET_TASKS is T.DATASET_TASKS
     # the fallback lrs depend on the space
-    assert A.default_lrs("mnist", "pixel")["zo-sgd"] == 8.0 and A.default_lrs("mnist", "tanh")["zo-sgd"] == 300.0
-    assert A.default_lrs("mnist") == A.default_lrs("mnist", A.DATASET_DEFAULTS["mnist"]["space"])
-    assert A.default_lrs("binary") == {}
-    with pytest.raises(A.AttackSetupError, match="space"):
-        A.default_lrs("mnist", "logit")
-    lrs = A.learning_rates("digits", ["zo-sgd", "zo-lstm"], space="tanh")
-    assert lrs == {"zo-sgd": A.DEFAULT_LRS[("digits", "tanh")]["zo-sgd"], "zo-lstm": None}
+    assert S.default_lrs("mnist", "pixel")["zo-sgd"] == 8.0 and S.default_lrs("mnist", "tanh")["zo-sgd"] == 300.0
+    assert S.default_lrs("mnist") == S.default_lrs("mnist", S.DATASET_DEFAULTS["mnist"]["space"])
+    assert S.default_lrs("binary") == {}
+    with pytest.raises(AS.AttackSetupError, match="space"):
+        S.default_lrs("mnist", "logit")
+    lrs = S.learning_rates("digits", ["zo-sgd", "zo-lstm"], space="tanh")
+    assert lrs == {"zo-sgd": S.DEFAULT_LRS[("digits", "tanh")]["zo-sgd"], "zo-lstm": None}
 
 
 # ---------------------------------------------------------------------------------------------- run_attack
@@ -111,7 +112,7 @@ def test_run_attack_space(tiny, starts):
         out[space] = o
         cfg = o.results["config"]
         assert cfg["space"] == space
-        assert cfg["lrs"]["zo-sgd"] == A.DEFAULT_LRS[("digits", space)]["zo-sgd"]
+        assert cfg["lrs"]["zo-sgd"] == S.DEFAULT_LRS[("digits", space)]["zo-sgd"]
     t0_tanh, t0_pixel = starts
     assert t0_tanh.shape == t0_pixel.shape == (6, 64)  # 3 images x 2 trials
     assert torch.equal(t0_pixel, torch.zeros_like(t0_pixel))  # pixel: delta = 0
@@ -122,7 +123,7 @@ def test_run_attack_space(tiny, starts):
     # the default is the dataset's task's space
     o = A.run_attack("digits", images[:1], labels[:1], model, ["zo-sgd"], steps=1, trials=1, q=2, progress=False)
     assert o.results["config"]["space"] == T.TASKS["digits-attack"].space
-    with pytest.raises(A.AttackSetupError, match="space"):
+    with pytest.raises(AS.AttackSetupError, match="space"):
         A.run_attack("digits", images[:1], labels[:1], model, ["zo-sgd"], space="logit", **kw)
 
 
@@ -135,7 +136,7 @@ def test_evaluate_task_space(tiny_task, tuned_dir, starts):
         res[space] = r
         assert r["config"]["space"] == space and r["config"]["target"] == "tiny-linear"
         e = r["optimizers"]["zo-sgd"]
-        assert e["lr"] == A.DEFAULT_LRS[("digits", space)]["zo-sgd"] and "untuned" in e["lr_source"]
+        assert e["lr"] == S.DEFAULT_LRS[("digits", space)]["zo-sgd"] and "untuned" in e["lr_source"]
         # per-row first-success queries (-1: none) and per-item losses for the paired criteria
         assert len(e["first_success_queries"]) == 4
         assert all(q == -1 or (q > 0 and q % (T.TASKS["digits-attack"].q + 1) == 0)
@@ -186,7 +187,7 @@ def test_mismatch_raises_in_evaluate(tiny_task, tuned_dir, tmp_path):
     assert E.baseline_settings("zo-sgd", "digits-attack", space="tanh")[0] == 0.7
     # --tuned none: the space's fallback
     r = E.evaluate_task(T.task_with("digits-attack", "pixel"), tuned="none", **kw)
-    assert r["optimizers"]["zo-sgd"]["lr"] == A.DEFAULT_LRS[("digits", "pixel")]["zo-sgd"]
+    assert r["optimizers"]["zo-sgd"]["lr"] == S.DEFAULT_LRS[("digits", "pixel")]["zo-sgd"]
     # a file and a task name are checked too; a pixel tuning drives a pixel run, not a tanh one
     path = tmp_path / "pixel.json"
     TU.save_tuning(_tuning(space="pixel", lr=0.2), path)
@@ -208,20 +209,19 @@ def test_mismatch_raises_in_attack_lrs(tuned_dir, tmp_path):
     TU.save_tuning(_tuning(), path)
 
     def resolve(tuned, space):
-        args = argparse.Namespace(tuned=tuned, dataset="digits", lr=None, space=space)
-        return cli._tuned_lrs(args, ["zo-sgd", "zo-adam"], {})
+        return S.resolve_lrs("digits", S.dataset_space("digits", space), ["zo-sgd", "zo-adam"], None, tuned)
 
     with pytest.raises(ValueError) as e:
         resolve(str(path), None)  # digits' default space is pixel
     _one_line_mismatch(e, str(path), "tanh", "pixel")
     lrs, _, src = resolve(str(path), "tanh")
-    assert lrs["zo-sgd"] == 0.7 and src["zo-adam"] == "attack.DEFAULT_LRS"
+    assert lrs["zo-sgd"] == 0.7 and src["zo-adam"] == "settings.DEFAULT_LRS (untuned)"
     TU.save_tuning(_tuning(), TU.shipped_path("digits-attack"))
     with pytest.raises(ValueError) as e:
         resolve(None, "pixel")  # the shipped default is checked too
     _one_line_mismatch(e, "digits-attack.json", "tanh", "pixel")
     lrs, _, src = resolve("none", "pixel")
-    assert lrs == {} and set(src.values()) == {"attack.DEFAULT_LRS"}
+    assert lrs == {} and set(src.values()) == {"settings.DEFAULT_LRS (untuned)"}
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
@@ -233,10 +233,10 @@ def tiny_attack_set(monkeypatch, tiny):
                 progress=True):
         n = count or 2
         tgt = M.LoadedTarget(model, "tiny-linear", "digits", "logprob", "test")
-        return A.AttackSet("digits", images[:n], labels[:n], list(range(n)), list(range(n)), tgt, "logprob",
+        return AS.AttackSet("digits", images[:n], labels[:n], list(range(n)), list(range(n)), tgt, "logprob",
                            [str(i) for i in range(10)])
 
-    monkeypatch.setattr(A, "prepare_attack", prepare)
+    monkeypatch.setattr(AS, "prepare_attack", prepare)
 
 
 def test_cli_parses_space():
@@ -257,11 +257,11 @@ def test_cli_attack_space(tiny_attack_set, tuned_dir, tmp_path, capsys):
         rc = cli.main(base + ["--space", space, "--out", str(out)])
         assert rc == 0, capsys.readouterr().err
         cfg = json.loads((out / "results.json").read_text())["config"]
-        assert cfg["space"] == space and cfg["lrs"]["zo-sgd"] == A.DEFAULT_LRS[("digits", space)]["zo-sgd"]
+        assert cfg["space"] == space and cfg["lrs"]["zo-sgd"] == S.DEFAULT_LRS[("digits", space)]["zo-sgd"]
     rc = cli.main(base + ["--out", str(tmp_path / "default")])
     assert rc == 0
     cfg = json.loads((tmp_path / "default" / "results.json").read_text())["config"]
-    assert cfg["space"] == A.DATASET_DEFAULTS["digits"]["space"]
+    assert cfg["space"] == S.DATASET_DEFAULTS["digits"]["space"]
     capsys.readouterr()
     path = tmp_path / "tanh.json"
     TU.save_tuning(_tuning(), path)

@@ -1,6 +1,5 @@
 """Baseline learning-rate tuning (zol2l_ext.tune, `zol2l tune`, `zol2l attack --tuned`), on tiny settings of the
 binary task (d = 100, 10 datasets, no data root) and, for the attack, the embedded digits default."""
-import argparse
 import json
 import math
 
@@ -10,6 +9,7 @@ from zol2l_ext import attack as A
 from zol2l_ext import cli
 from zol2l_ext import data as D
 from zol2l_ext import tune as TU
+from zol2l_ext import settings as S
 
 TINY = dict(steps=3, trials=1, progress=False)
 
@@ -129,20 +129,17 @@ def test_attack_lr_resolution(tiny, tmp_path, monkeypatch, capsys):
     opts = ["zo-sgd", "zo-signsgd", "zo-adam", "zo-szvr-g"]
 
     def resolve(tuned, lr=None):
-        args = argparse.Namespace(tuned=tuned, dataset="digits", lr=lr)
-        common, per = A.parse_lr_overrides(lr)
-        lrs = {n: (per[n] if n in per else common) for n in opts if n in per or common is not None}
-        return cli._tuned_lrs(args, opts, lrs)
+        return S.resolve_lrs("digits", S.dataset_space("digits"), opts, lr, tuned)
 
     lrs, kw, src = resolve(str(path), ["zo-sgd=7"])
     assert lrs["zo-sgd"] == 7.0 and src["zo-sgd"] == "--lr"
     assert lrs["zo-signsgd"] == ch["zo-signsgd"]["lr"] and lrs["zo-adam"] == ch["zo-adam"]["lr"]
-    assert "zo-szvr-g" not in lrs and src["zo-szvr-g"] == "attack.DEFAULT_LRS"
+    assert "zo-szvr-g" not in lrs and src["zo-szvr-g"] == "settings.DEFAULT_LRS (untuned)"
     assert kw == {"zo-adam": {"beta1": ch["zo-adam"]["beta1"], "beta2": ch["zo-adam"]["beta2"]}}
     assert src["zo-adam"] == f"tuning file {path}"
     assert "learning rates from" in capsys.readouterr().err
     lrs, kw, src = resolve(None)  # nothing shipped (TUNED_DIR is empty): DEFAULT_LRS
-    assert lrs == {} and kw == {} and set(src.values()) == {"attack.DEFAULT_LRS"}
+    assert lrs == {} and kw == {} and set(src.values()) == {"settings.DEFAULT_LRS (untuned)"}
     TU.save_tuning(dict(tiny, task="digits-attack"), TU.shipped_path("digits-attack"))
     lrs, kw, src = resolve(None)
     assert lrs["zo-sgd"] == ch["zo-sgd"]["lr"] and "digits-attack.json" in src["zo-sgd"]

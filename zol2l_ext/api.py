@@ -25,12 +25,11 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from . import attack as A
+from . import settings as S
 from . import tasks as T
 from . import tune as TU
 from .data import predict
 from .models import check_model_outputs
-from .zo.lstm_optimizer import LearnedZO
 from .zo.optimizers import OPTIMIZER_NAMES, make_optimizer
 from .zo.problems import SPACES, AttackProblem
 from .zo.runner import minimize
@@ -91,24 +90,17 @@ def _model_device(model) -> torch.device:
 
 
 def _load_learned(learned, space: str):
-    if isinstance(learned, LearnedZO):
-        return learned
-    if learned is None:
-        learned = SPACE_TASKS[space]
-    if not isinstance(learned, str):
-        raise TypeError(f"ZOAttack: learned must be a LearnedZO, a shipped name or a .pt path, got "
-                        f"{type(learned).__name__}")
-    return LearnedZO.from_name_or_path(learned)
+    """The LearnedZO of ``learned`` (an object, a shipped name or a .pt path; None: the space's task's)."""
+    task = SPACE_TASKS[space]
+    return S.load_learned(task if learned is None else learned, T.TASKS[task].dataset)[0]
 
 
 def _default_kwargs(name: str, space: str) -> dict:
-    """The shipped tuning of the space's task (lr, ZO-ADAM betas), else the attack module's fallback lr."""
+    """The shipped tuning of the space's task (lr, ZO-ADAM betas), else the fallback lr: `settings.lr_for`."""
     task = SPACE_TASKS[space]
     table, _, _ = TU.resolve_tuning(task, space=space)
-    if table and name in table:
-        return dict(table[name])
-    lr = A.default_lrs(T.TASKS[task].dataset, space).get(name)
-    return {} if lr is None else {"lr": lr}
+    lr, extra, _ = S.lr_for(name, T.TASKS[task].dataset, space, table)
+    return dict(extra) if lr is None else {"lr": lr, **extra}
 
 
 class ZOAttack:

@@ -14,12 +14,12 @@ zo.problems.AttackProblem).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,235 +27,17 @@ import torch
 
 from . import data as D
 from . import distributed as DI
-from . import models as M
-from . import tasks as T
+from . import settings as S
+from .attack_setup import AttackSetupError
 from .fileio import atomic_write_file, atomic_write_json
-from .user_targets import resolve_target
-
-#: the attack dataset -> its task in tasks.TASKS (digits -> digits-attack, mnist -> mnist-attack, cifar10 ->
-#: cifar-attack): the task whose space is the dataset's default and whose shipped tuning `zol2l attack` uses
-DATASET_TASKS: dict[str, str] = {t.dataset: t.name for t in T.TASKS.values() if t.kind == "attack"}
-
-# Per-dataset settings of the paper (App. A.1): q, c and 200 iterations; test images at positions 5000:5100 of
-# the shuffled correct list; 10 trials. The digits default is the embedded quick demo (a handful of images).
-# "space" (the attack's parameterisation) and "mu" are the dataset's task's (tasks.TASKS), not second literals;
-# a run in the other space takes that space's mu (tasks.SPACE_MU) unless mu is given.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    ds: dict(kw, space=T.TASKS[DATASET_TASKS[ds]].space, mu=T.TASKS[DATASET_TASKS[ds]].mu) for ds, kw in (
-        ("digits", dict(q=10, c=0.1, steps=200, trials=3, count=8, indices=None)),
-        ("mnist", dict(q=20, c=0.1, steps=200, trials=10, count=None, indices="5000:5100")),
-        ("cifar10", dict(q=50, c=0.25, steps=200, trials=10, count=None, indices="5000:5100")),
-    )
-}
-
-BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
-LEARNED = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-no-update", "zo-lstm-guided-es")
-
-# Learning rates per (dataset, space) and optimizer, as passed to make_optimizer(lr=...): delta, with the
-# coordinate step delta / d (the reference code's convention; DESIGN.md's "ZO-SGD lr = delta / d").
-# FALLBACKS, not the tuned values: DESIGN.md's protocol (delta over {0.01, 0.1, 1, 10, 100, 1000}, then finer;
-# ZO-ADAM betas) is run by `zol2l tune TASK [--space S] --ship` (zol2l_ext/tune.py) on the task's "tune" images,
-# and `zol2l attack` takes the baselines' lr (and ZO-ADAM betas) from the shipped zol2l_ext/tuned/<task>.json of
-# the dataset's task when one exists (--tuned PATH|TASK|none; results.json config.lr_source says which; a tuning
-# made in another space is an error, tune.check_tuning_space). This table applies with --tuned none, to the
-# optimizers a tuning does not cover, and to run_attack called without lrs (use tune.tuned_kwargs there).
-# tanh space: a coarse sweep on a few test images (200 steps, 2 trials; docs/ATTACK.md gives the numbers, and the
-# tuned ones); with x = (tanh(w) + 1) / 2 saturated pixels need much larger steps. pixel space
-# (x = clamp(x0 + delta)): mnist from a coarse sweep on 10 MNIST test images (zo-sgd 8, zo-signsgd 2, zo-adam 2;
-# the reference code's MNIST values are 4, 8, 8), cifar10 the same values (not measured); digits the choices of
-# DESIGN.md's protocol on digits-attack's tune part (20 images x 2 trials, 200 steps; zo-adam's best betas were
-# 0.9/0.99) - mnist's 8 scores 3x worse there (smaller d, so a larger coordinate step delta / d).
-# ZO-SZVR-G, Guided ES and ZO-LSTM-no-update start from ZO-SGD's value. Override with --lr [NAME=]VALUE (wins
-# over a tuning).
-_LR = {
-    ("digits", "tanh"): (3.0, 1.0, 2.0), ("mnist", "tanh"): (300.0, 30.0, 100.0),
-    ("cifar10", "tanh"): (10.0, 10.0, 10.0),
-    ("digits", "pixel"): (0.3, 0.3333, 1.0), ("mnist", "pixel"): (8.0, 2.0, 2.0),
-    ("cifar10", "pixel"): (8.0, 2.0, 2.0),
-}
-DEFAULT_LRS: dict[tuple[str, str], dict[str, float]] = {
-    key: {"zo-sgd": sgd, "zo-signsgd": sign, "zo-adam": adam, "zo-szvr-g": sgd, "guided-es": sgd,
-          "zo-lstm-no-update": sgd}
-    for key, (sgd, sign, adam) in _LR.items()
-}
-
-
-def dataset_space(dataset: str, space: str | None = None) -> str:
-    """``space`` checked, or (None) the default space of ``dataset`` (its task's, see DATASET_DEFAULTS)."""
-    from .zo.problems import SPACES
-
-    if space is None:
-        return DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])["space"]
-    if space not in SPACES:
-        raise AttackSetupError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-    return space
-
-
-def default_lrs(dataset: str, space: str | None = None) -> dict[str, float]:
-    """The fallback lr table (DEFAULT_LRS) of ``dataset`` in ``space`` (None: the dataset's default space);
-    empty for a dataset without one (the binary task)."""
-    if dataset not in DATASET_DEFAULTS:
-        return {}
-    return DEFAULT_LRS.get((dataset, dataset_space(dataset, space)), {})
-
-
-# Checkpoints of the learned optimizer tried per dataset (zol2l_ext/pretrained/<name>.pt), first found wins.
-LEARNED_CANDIDATES: dict[str, tuple[str, ...]] = {
-    "digits": ("digits-attack", "mnist-attack"),
-    "mnist": ("mnist-attack",),
-    "cifar10": ("cifar-attack", "cifar-attack-finetune", "mnist-attack"),
-}
-
-
-class AttackSetupError(ValueError):
-    """The attack cannot be set up as asked (unknown optimizer, no learned checkpoint, bad arguments)."""
-
-
-# ------------------------------------------------------------------------------------------ images + target
-@dataclass
-class AttackSet:
-    dataset: str
-    images: torch.Tensor  # [B, C, H, W] in [0, 1], CPU
-    labels: torch.Tensor  # [B]
-    ids: list[int]  # dataset indices (MNIST/CIFAR test-set index; digits: index into sklearn's load_digits)
-    positions: list[int]  # positions in the shuffled correct list
-    target: M.LoadedTarget
-    output: str  # "logprob" | "logits"
-    classes: Sequence[str] | None = None
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AttackSetupError(f"device {device!r} asked for, but this torch has no usable CUDA device")
-    return dev
-
-
-def prepare_attack(dataset: str = "digits", data_root: str | None = None, target: str | None = None,
-                   indices: str | Sequence[int] | None = None, count: int | None = None,
-                   device: str | torch.device = "cpu", download: bool = False,
-                   progress: bool = True) -> AttackSet:
-    """Loads the target and picks correctly classified test images of ``dataset``.
-
-    ``indices``: positions in the shuffled list of correctly classified test images ("5000:5100", "0,3,7");
-    ``count`` alone takes that many from the dataset's default start (5000 for MNIST/CIFAR-10, 0 for digits).
-    For MNIST with the authors' model the list is the staged label_correct_index.npy (the reference split); for
-    any other target it is computed from the model (eval-mode argmax over the test set, then the same seeded
-    shuffle)."""
-    if dataset not in D.DATASETS:
-        raise AttackSetupError(f"unknown dataset {dataset!r}; choose one of {', '.join(D.DATASETS)}")
-    defaults = DATASET_DEFAULTS[dataset]
-    # a LoadedTarget is used as it is (e.g. a model behind an endpoint, remote_attack.endpoint_target)
-    tgt = target if isinstance(target, M.LoadedTarget) else resolve_target(target, dataset, data_root=data_root,
-                                                                           device=device, progress=progress)
-    if tgt.dataset != dataset:
-        raise AttackSetupError(f"target {tgt.name!r} classifies {tgt.dataset}, not {dataset}")
-    if dataset == "digits":
-        from .digits import digits_attack_set
-        positions = D.parse_positions(indices, count, default_start=0)
-        if positions is None:
-            positions = list(range(defaults["count"]))
-        images, labels, ids = digits_attack_set(tgt.model.cpu(), positions)
-        tgt.model.to(device)
-        classes = [str(i) for i in range(10)]
-    else:
-        root = D.resolve_data_root(data_root)
-        positions = D.parse_positions(indices, count, default_start=D.TEST_POSITIONS[0])
-        if positions is None:
-            positions = D.parse_positions(defaults["indices"])
-        if dataset == "mnist":
-            x, y = D.load_mnist(root, train=False, download=download)
-            if tgt.name == "mnist-authors":
-                correct = D.mnist_correct_indices(root)
-            else:
-                correct = D.correct_indices(tgt.model, x, y)
-            classes = [str(i) for i in range(10)]
-        else:
-            x, y = D.load_cifar10(root, train=False)
-            correct = D.correct_indices(tgt.model, x, y)
-            classes = list(D.CIFAR10_CLASSES)
-        ids = D.take_positions(D.shuffled_correct(correct), positions, f"{dataset} test images")
-        images, labels = x[ids].contiguous(), y[ids].clone()
-    output = M.check_model_outputs(tgt.model, images, num_classes=10, declared=tgt.output)
-    pred = D.predict(tgt.model, images)
-    wrong = [int(i) for i, ok in zip(ids, (pred == labels).tolist()) if not ok]
-    if wrong:
-        raise AttackSetupError(f"target {tgt.name!r} misclassifies the clean images {wrong[:10]}; "
-                               "an untargeted attack needs correctly classified images")
-    return AttackSet(dataset, images, labels, [int(i) for i in ids], [int(p) for p in positions], tgt, output,
-                     classes)
+from .tasks import SPACE_MU
+from .zo.optimizers import make_optimizer
+from .zo.problems import SPACES, AttackProblem
+from .zo import runner  # runner.minimize looked up at call time: tests spy on it
 
 
 # -------------------------------------------------------------------------------------------- optimizers
-def parse_optimizers(spec: str | Sequence[str]) -> list[str]:
-    from .zo.optimizers import OPTIMIZER_NAMES
-
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if not names:
-        raise AttackSetupError("no optimizer given")
-    unknown = [n for n in names if n not in OPTIMIZER_NAMES]
-    if unknown:
-        raise AttackSetupError(f"unknown optimizer(s) {', '.join(unknown)}; known: {', '.join(OPTIMIZER_NAMES)}")
-    seen: list[str] = []
-    for n in names:
-        if n not in seen:
-            seen.append(n)
-    return seen
-
-
-def find_learned(dataset: str, names: Sequence[str] | None = None):
-    """(LearnedZO, name) of the first pretrained checkpoint that loads, or (None, reasons)."""
-    from .zo.lstm_optimizer import LearnedZO
-
-    reasons = []
-    for name in names or LEARNED_CANDIDATES.get(dataset, ("mnist-attack",)):
-        try:
-            return LearnedZO.pretrained(name), name
-        except FileNotFoundError as e:
-            reasons.append(str(e))
-    return None, "; ".join(reasons)
-
-
-def parse_lr_overrides(items: Sequence[str] | None) -> tuple[float | None, dict[str, float]]:
-    """--lr values: "0.1" (every optimizer) or "NAME=0.1" (one optimizer); comma-separated lists allowed."""
-    common, per = None, {}
-    for item in items or []:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                if "=" in part:
-                    k, v = part.split("=", 1)
-                    per[k.strip()] = float(v)
-                else:
-                    common = float(part)
-            except ValueError as e:
-                raise AttackSetupError(f"bad --lr {part!r}: use a number or NAME=NUMBER") from e
-    return common, per
-
-
-def learning_rates(dataset: str, optimizers: Sequence[str], lrs: dict[str, float] | float | None = None,
-                   space: str | None = None) -> dict[str, float | None]:
-    """The lr of every optimizer: override, else DEFAULT_LRS of (dataset, space), else None (the optimizer's own
-    default)."""
-    table = default_lrs(dataset, space)
-    out: dict[str, float | None] = {}
-    for name in optimizers:
-        if isinstance(lrs, (int, float)):
-            out[name] = float(lrs)
-        elif lrs and name in lrs:
-            out[name] = float(lrs[name])
-        else:
-            out[name] = table.get(name)
-    return out
-
-
 def build_optimizer(name: str, q: int, mu: float, lr: float | None, learned=None, **extra):
-    from .zo.optimizers import make_optimizer
-
     kw: dict[str, Any] = dict(q=q, mu=mu, **extra)
     if lr is not None:
         kw["lr"] = lr
@@ -360,7 +142,7 @@ class AttackOutcome:
 
 
 def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: torch.nn.Module,
-               optimizers: Sequence[str] = BASELINES, *, output: str = "logprob",
+               optimizers: Sequence[str] = S.BASELINES, *, output: str = "logprob",
                image_ids: Sequence[int] | None = None, q: int | None = None, mu: float | None = None,
                steps: int | None = None, trials: int | None = None, seed: int = 0,
                device: str | torch.device = "cpu", lrs: dict[str, float] | float | None = None,
@@ -373,17 +155,19 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
     """Runs each optimizer on B images x ``trials`` rows of one AttackProblem, same start point and seed.
 
     ``space``: the attack's parameterisation, "pixel" or "tanh" (None: the dataset's default,
-    DATASET_DEFAULTS[dataset]["space"]); it also picks the fallback lrs (DEFAULT_LRS). ``minimize_kwargs`` go to
+    settings.DATASET_DEFAULTS[dataset]["space"]); it also picks the fallback lrs (settings.DEFAULT_LRS). Values left
+    None are the dataset's defaults (`settings`); a command passes them all resolved, and ``lrs`` naming every
+    optimizer is used as it is (None for one without a learning rate). ``minimize_kwargs`` go to
     every ``zo.runner.minimize`` call (checkpoints, resume: see remote_attack.run_resumable_attack).
     ``shard``: a `distributed.Dist` under torchrun: this rank attacks only its block of rows, rank 0 gathers every
     row and returns the outcome of the whole attack, the other ranks return None."""
-    from .zo.problems import AttackProblem
-
-    defaults = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["mnist"])
+    defaults = S.DATASET_DEFAULTS.get(dataset, S.DATASET_DEFAULTS["mnist"])
     q = int(defaults["q"] if q is None else q)
     c = float(defaults["c"] if c is None else c)
-    space = dataset_space(dataset, space)
-    mu = float(T.SPACE_MU[space] if mu is None else mu)
+    space = S.dataset_space(dataset) if space is None else space
+    if space not in SPACES:
+        raise AttackSetupError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    mu = float(SPACE_MU[space] if mu is None else mu)
     steps = int(defaults["steps"] if steps is None else steps)
     trials = int(defaults["trials"] if trials is None else trials)
     if q < 1 or steps < 1 or trials < 1:
@@ -405,7 +189,9 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
     problem = None if not row_ids else AttackProblem(model, rows_images, rows_labels, c=c, norm=norm, output=output,
                                                      chunk_size=chunk_size, space=space)  # None: an idle rank
     theta0 = None if problem is None else problem.initial_point()
-    lr_table = learning_rates(dataset, optimizers, lrs, space)
+    complete = isinstance(lrs, dict) and all(n in lrs for n in optimizers)
+    lr_table = ({n: lrs[n] for n in optimizers} if complete
+                else S.learning_rates(dataset, optimizers, lrs, space))
 
     results: dict[str, Any] = {
         "config": {
@@ -452,8 +238,6 @@ def _attack_rows(opt, problem, theta0, steps, seed, row_ids, budget, stop_at_suc
                  minimize_kwargs, images_shape) -> dict[str, Any]:
     """One optimizer on the problem's rows (ids ``row_ids``): per-row tensors (first dimension the row, on the
     CPU) and the wall time; an empty shard (more ranks than rows) gives empty ones."""
-    from .zo.runner import minimize
-
     if problem is None:
         shape = tuple(images_shape)
         empty = torch.zeros(0, dtype=torch.int64)
@@ -462,8 +246,8 @@ def _attack_rows(opt, problem, theta0, steps, seed, row_ids, budget, stop_at_suc
                 "adversarial": torch.zeros((0,) + shape), "adv_labels": empty, "wall": 0.0}
     t0 = time.perf_counter()
     dev = theta0.device
-    res = minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, budget=budget, problem_ids=row_ids,
-                   stop_at_success=stop_at_success, progress=progress, desc=name, **(minimize_kwargs or {}))
+    res = runner.minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, budget=budget, problem_ids=row_ids,
+                          stop_at_success=stop_at_success, progress=progress, desc=name, **(minimize_kwargs or {}))
     wall = time.perf_counter() - t0
     theta = res.theta.to(dev)
     l1, l2 = problem.distortion(theta)
@@ -511,7 +295,7 @@ def write_outputs(outcome: AttackOutcome, out_dir: str, grid_images: int = 8, lo
     """results.json, success_vs_queries.png, loss_curves.png (against ``loss_x``, "iteration" or "queries";
     ``loss_log`` None: a log axis where the losses allow one) and adversarial_grid.png in ``out_dir``; returns
     their paths."""
-    from . import plots
+    from . import plots  # matplotlib is heavy: only writing figures pays for it
 
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, file) for name, file in (

@@ -53,3 +53,22 @@ def resolve_progress(args: argparse.Namespace, stream=None) -> None:
         args.no_progress = False
     elif not args.no_progress:
         args.no_progress = not (stream or sys.stderr).isatty()
+
+
+def float_list(text: str, what: str, positive: bool = False) -> tuple:
+    """Comma-separated numbers ('0.5', '1e3' or a fraction '1/3'), as an argparse error when one is not."""
+    try:
+        vals = tuple(_fraction(v) for v in text.split(",") if v.strip())
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{what}: a comma-separated list of numbers, got {text!r}") from None
+    if positive and (not vals or any(not v > 0 for v in vals)):
+        raise argparse.ArgumentTypeError(f"{what}: numbers > 0 expected, got {text!r}")
+    return vals
+
+
+def _fraction(v: str) -> float:
+    v = v.strip()
+    if "/" in v:
+        a, b = v.split("/", 1)
+        return float(a) / float(b)
+    return float(v)

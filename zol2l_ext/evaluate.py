@@ -91,7 +91,7 @@ def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
 
     ``tuned``: None (the task's shipped tuning ``zol2l_ext/tuned/<task>.json`` when there is one), a tuning
     result or `tune.load_tuned` dict, a file path, a task name (its shipped tuning), or "none"/False (no
-    tuning: attack.DEFAULT_LRS of the dataset and space, else the optimizer's default). ``space``: the run's
+    tuning: settings.DEFAULT_LRS of the dataset and space, else the optimizer's default). ``space``: the run's
     attack space (None: not an attack, not checked); a tuning made in another space raises a one-line
     ValueError (`tune.check_tuning_space`; a bare `load_tuned` dict carries no space and is not checked)."""
     from . import tune as TU
@@ -116,25 +116,11 @@ def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
 
 
 def _lr_for(name: str, dataset: str, table, source: Optional[str], space: Optional[str] = None):
-    """(lr or None, extra make_optimizer kwargs, lr source) of optimizer ``name`` (``space``: the attack's, for the
-    fallback table; None: the dataset's default)."""
-    from . import attack as A
-    from . import tune as TU
+    """(lr or None, extra make_optimizer kwargs, lr source) of optimizer ``name``: `settings.lr_for`'s order
+    (``space``: the attack's, for the fallback table; None: the dataset's default)."""
+    from . import settings as S
 
-    if table is not None:
-        try:
-            kw = TU.tuned_kwargs(table, name)
-        except KeyError:
-            kw = None
-        if kw is not None:
-            lr = kw.pop("lr")
-            return float(lr), kw, source
-    if name in _LEARNED_UPDATE:
-        return None, {}, "unused (learned update)"
-    lr = A.default_lrs(dataset, space).get(name)
-    if lr is not None:
-        return float(lr), {}, "attack.DEFAULT_LRS (untuned)"
-    return None, {}, "optimizer default (untuned)"
+    return S.lr_for(name, dataset, space, table, source)
 
 
 def baseline_settings(name: str, task, space: Optional[str] = None):

@@ -23,6 +23,8 @@ import torch
 
 from . import attack as A
 from . import models as M
+from . import settings as S
+from .attack_setup import AttackSetupError
 from .cli_args import nonnegative_int, positive_float, positive_int
 from .fileio import atomic_torch_save, first_line
 from .remote import EndpointError, RemoteModel
@@ -90,7 +92,7 @@ def check_progress_file(path: str) -> Optional[Dict[str, Any]]:
         if not isinstance(state, dict) or state.get("kind") != _STATE_KIND:
             raise ValueError("not an attack's progress file")
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign: all the same to the user
-        raise A.AttackSetupError(f"cannot resume from {path}: {first_line(e)} (delete it to start over)") from None
+        raise AttackSetupError(f"cannot resume from {path}: {first_line(e)} (delete it to start over)") from None
     return state
 
 
@@ -100,7 +102,7 @@ def _load_state(path: str, key: Dict[str, str]) -> Dict[str, Any]:
         return _empty(key)
     differ = sorted(k for k in set(key) | set(state["key"]) if key.get(k) != state["key"].get(k))
     if differ:
-        raise A.AttackSetupError(f"{path} holds the progress of another attack (it differs in {', '.join(differ)}); "
+        raise AttackSetupError(f"{path} holds the progress of another attack (it differs in {', '.join(differ)}); "
                                  "delete it or choose another --out")
     return state
 
@@ -115,7 +117,7 @@ def _add_counts(a: Dict[str, int], b: Dict[str, int]) -> Dict[str, int]:
 
 
 def run_resumable_attack(state_path: str, dataset: str, images: torch.Tensor, labels: torch.Tensor, model,
-                         optimizers: Sequence[str] = A.BASELINES, *, checkpoint_every: Optional[int] = None,
+                         optimizers: Sequence[str] = S.BASELINES, *, checkpoint_every: Optional[int] = None,
                          **kw: Any) -> A.AttackOutcome:
     """``attack.run_attack(dataset, images, labels, model, optimizers, **kw)`` that keeps its progress in
     ``state_path`` and resumes from it (see the module docstring). With a `RemoteModel`, results["endpoint"]

@@ -19,9 +19,12 @@ from typing import Any, Optional, Sequence
 import torch
 
 from . import data as D
+from .attack_setup import prepare_attack
+from .zo.problems import SPACES, AttackProblem, BinaryClassificationProblem
+from .zo.synthetic import SparseQuadraticProblem
 
-__all__ = ["SPACE_MU", "TaskSpec", "TASKS", "TASK_NAMES", "get_task", "task_with", "TaskData", "load_task",
-           "make_problem"]
+__all__ = ["SPACE_MU", "TaskSpec", "TASKS", "TASK_NAMES", "DATASET_TASKS", "get_task", "task_with", "TaskData",
+           "load_task", "make_problem"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              active=5),
 )}
 TASK_NAMES = tuple(TASKS)
+#: the attack dataset -> its task (digits -> digits-attack, mnist -> mnist-attack, cifar10 -> cifar-attack): the
+#: task whose q, c, mu, space and horizon are the dataset's attack defaults and whose shipped tuning it uses
+DATASET_TASKS: dict[str, str] = {t.dataset: t.name for t in TASKS.values() if t.kind == "attack"}
 
 
 def get_task(name: str) -> TaskSpec:
@@ -84,8 +90,6 @@ def task_with(task: "TaskSpec | str", space: Optional[str] = None) -> TaskSpec:
     spec = get_task(task) if isinstance(task, str) else task
     if space is None or space == spec.space:
         return spec
-    from .zo.problems import SPACES
-
     if spec.kind != "attack":
         raise ValueError(f"a space applies to attack tasks; {spec.name} is a {spec.kind} task")
     if space not in SPACES:
@@ -118,8 +122,6 @@ class TaskData:
 
 @lru_cache(maxsize=8)
 def _attack_pool(dataset: str, positions: tuple, data_root: Optional[str], device: str):
-    from .attack import prepare_attack
-
     aset = prepare_attack(dataset, data_root=data_root, indices=list(positions), device=device, progress=False)
     return aset
 
@@ -140,9 +142,6 @@ def make_problem(td: TaskData, rows: Optional[Sequence[int]] = None, repeat: int
                  device: str | torch.device = "cpu"):
     """One batched problem of the rows ``rows`` of ``td`` (default all), each repeated ``repeat`` times
     (trial-major: row r * len(rows) + i is trial r of item i)."""
-    from .zo.problems import AttackProblem, BinaryClassificationProblem
-    from .zo.synthetic import SparseQuadraticProblem
-
     spec = td.spec
     idx = list(range(len(td))) if rows is None else [int(r) for r in rows]
     if spec.kind == "binary":

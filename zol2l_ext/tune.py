@@ -45,7 +45,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .attack import DATASET_TASKS  # the attack dataset -> its task (whose shipped tuning attack uses)
+from .tasks import DATASET_TASKS  # the attack dataset -> its task (whose shipped tuning attack uses)
 from .zo.estimator import gaussian_estimate
 from .zo.optimizers import ZOOptimizer, make_optimizer
 

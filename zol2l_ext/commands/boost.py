@@ -7,31 +7,21 @@ wins. Nothing is read from the test part.
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
-from . import data as D
-from .cli_args import positive_int
-
-BOOST_GRID = (1.0, 2.0, 3.0, 4.0)
-DECAY_GRID = (10.0, 25.0, 50.0)
-
-
-def _floats(text: str, what: str) -> tuple:
-    try:
-        vals = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{what}: a comma-separated list of numbers, got {text!r}") from e
-    if not vals or any(not v > 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"{what}: numbers > 0 expected, got {text!r}")
-    return vals
+from .. import data as D
+from .. import tasks as T
+from ..cli_args import float_list, positive_int
+from ..tasks import TASK_NAMES
+from ..threads import torch_threads
+from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
+from ..zo.heldout_picks import BOOST_GRID, DECAY_GRID, pick_boost
+from ..zo.lstm_optimizer import LearnedZO
+from ..zo.problems import SPACES
 
 
 def add_parser(sub) -> None:
-    from .tasks import TASK_NAMES
-    from .zo.problems import SPACES
-
     p = sub.add_parser("boost", help="pick a learned optimizer's early-step boost on a task's held-out part",
                        description="Runs the learned optimizer with each (boost, decay) of a grid on the task's "
                                    "held-out problems (the update of step t multiplied by "
@@ -39,9 +29,9 @@ def add_parser(sub) -> None:
                                    "(lowest mean loss curve weighted as --weighting).")
     p.add_argument("task", choices=TASK_NAMES, help="the task whose held-out part picks the boost")
     p.add_argument("--weights", required=True, help="the learned optimizer: a pretrained name or a .pt path")
-    p.add_argument("--boosts", type=lambda s: _floats(s, "--boosts"), default=BOOST_GRID,
+    p.add_argument("--boosts", type=lambda s: float_list(s, "--boosts", positive=True), default=BOOST_GRID,
                    help="boosts to try, comma-separated (default %(default)s; 1 = no boost)")
-    p.add_argument("--decays", type=lambda s: _floats(s, "--decays"), default=DECAY_GRID,
+    p.add_argument("--decays", type=lambda s: float_list(s, "--decays", positive=True), default=DECAY_GRID,
                    help="decay time constants in steps, comma-separated (default %(default)s)")
     p.add_argument("--weighting", choices=("uniform", "linear"), default="uniform",
                    help="weights of the held-out loss curve: 1 (the area under the curve, default) or t")
@@ -55,39 +45,15 @@ def add_parser(sub) -> None:
                    help="write the boosted weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
-    p.set_defaults(func=cmd_boost)
+    p.set_defaults(func=run)
 
 
-def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, weighting: str = "uniform",
-               seed: int = 0, log=None) -> tuple:
-    """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once. ZO-LSTM runs
-    with the Bernoulli p saved with the weights."""
-    from .zo.meta_trainer import pick_on_heldout
-
-    grid = [(b, t) for b in boosts for t in decays if b != 1.0]
-    if 1.0 in boosts:
-        grid.insert(0, (1.0, decays[0]))
-
-    def report(key, score, run):
-        if log:
-            log(f"boost {key[0]:g} decay {key[1]:g}: held-out objective ({weighting}) {score:.4g}, "
-                f"final {run['final_loss']:.4g}")
-
-    return pick_on_heldout(model, {(b, t): (lambda m, b=b, t=t: m.set_boost(b, t)) for b, t in grid}, problem,
-                           steps, q, mu, use_query=True, query_prob=None, seed=seed, weighting=weighting, log=report)
-
-
-def cmd_boost(args) -> int:
-    from .threads import torch_threads
-
+def run(args) -> int:
     with torch_threads(args.threads):
         return _boost(args)
 
 
 def _boost(args) -> int:
-    from . import tasks as T
-    from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
-
     if not (args.out or args.export):
         raise ValueError("zol2l boost: say where the boosted weights go (--out PATH and/or --export NAME)")
     spec = T.task_with(args.task, args.space)
@@ -109,7 +75,7 @@ def _boost(args) -> int:
         model.save(args.out, meta=meta)
         print(f"zol2l boost: wrote {args.out}")
     if args.export:
-        path = PRETRAINED_DIR / f"{args.export}.pt"
+        path = LZ.PRETRAINED_DIR / f"{args.export}.pt"
         model.save(path, meta=dict(meta, name=args.export))
         print(f"zol2l boost: exported {path}")
     return 0

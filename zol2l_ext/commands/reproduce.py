@@ -6,12 +6,16 @@ import os
 import sys
 import time
 
-from . import data as D
+from .. import data as D
+from ..attack_setup import resolve_device
+from ..malloc_tuning import keep_freed_memory
+from ..reproduce import EXPERIMENTS, SCALES
+from ..reproduce.core import experiment_module, run_experiment
+from ..reproduce.report import write_report
+from ..threads import torch_threads
 
 
 def add_parser(sub) -> None:
-    from .reproduce import EXPERIMENTS, SCALES
-
     p = sub.add_parser(
         "reproduce", help="reproduce an experiment of the paper (figures, numbers, claims)",
         description="Runs experiments of the paper: " + ", ".join(EXPERIMENTS) + ". Each writes result.json "
@@ -40,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--fresh", action="store_true", help="ignore finished sub-runs in <out>/parts/ and run all again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(func=run)
 
 
 def format_scale(params: dict) -> str:
@@ -74,10 +78,7 @@ def _overrides(items) -> dict:
     return out
 
 
-def cmd_reproduce(args) -> int:
-    from .reproduce import EXPERIMENTS
-    from .reproduce.core import experiment_module
-
+def run(args) -> int:
     names = list(args.experiments)
     if names == ["list"]:
         for n in EXPERIMENTS:
@@ -87,7 +88,6 @@ def cmd_reproduce(args) -> int:
                 print(f"{'':8s}   {s + ':':9s}{format_scale(ps)}")
         return 0
     if names == ["report"]:
-        from .reproduce.report import write_report
 
         print(f"wrote {write_report(args.results, args.report_out, replot=args.replot)}")
         return 0
@@ -99,20 +99,15 @@ def cmd_reproduce(args) -> int:
                          "report")
     if args.out and len(names) > 1:
         raise ValueError("--out names one experiment's folder; with several experiments use --out-root")
-    from .threads import torch_threads
 
     with torch_threads(args.threads):
-        return _run(args, names)
+        return _run_experiments(args, names)
 
 
-def _run(args, names) -> int:
-    from . import attack as A
-    from .malloc_tuning import keep_freed_memory
-    from .reproduce.core import run_experiment
-
+def _run_experiments(args, names) -> int:
     keep_freed_memory()
     scale = "full" if args.full else args.scale
-    device = str(A.resolve_device(args.device))
+    device = str(resolve_device(args.device))
     overrides = _overrides(args.set)
     failed = []
     for n in names:

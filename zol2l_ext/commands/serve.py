@@ -8,15 +8,19 @@ unless --host says otherwise: the service has no authentication.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
-from . import data as D
-from .cli_args import nonnegative_float, nonnegative_int, positive_float, positive_int
+import torch
+
+from .. import data as D
+from ..attack_setup import resolve_device
+from ..cli_args import nonnegative_float, nonnegative_int, positive_float, positive_int
+from ..serve import Faults, ScoringServer
+from ..user_targets import resolve_target
 
 
 def _rate(text: str) -> float:
-    import argparse
-
     v = nonnegative_float(text)
     if v >= 1.0:
         raise argparse.ArgumentTypeError(f"must be a probability in [0, 1), got {text!r}")
@@ -46,15 +50,11 @@ def add_parser(sub) -> None:
     p.add_argument("--rate-limit", type=positive_float, default=None,
                    help="requests per second beyond which it answers 429 with Retry-After (default: no limit)")
     p.add_argument("--fault-seed", type=int, default=0, help="seed of the injected faults (default 0)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=run)
 
 
-def cmd_serve(args) -> int:
-    import torch
+def run(args) -> int:
 
-    from .attack import resolve_device
-    from .serve import Faults, ScoringServer
-    from .user_targets import resolve_target
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,38 +6,23 @@ import shlex
 import sys
 import time
 
-from . import data as D
-from . import distributed as DI
+import torch
+
+from .. import data as D
+from .. import distributed as DI
+from .. import tasks as T
+from ..tasks import TASK_NAMES
+from ..threads import torch_threads
+from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
+from ..zo.heldout_picks import ALPHA_GRID, STEP_GRID, pick_update_scale
+from ..zo.lstm_optimizer import LearnedZO
+from ..zo.meta_trainer import MetaTrainConfig, MetaTrainer
+from ..zo.problems import SPACES
 
 # Default meta-batch per stage: stage 2 differentiates the black box at all B x (q + 1) query points (first-order
 # mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
 DEFAULT_BATCH = {1: 10, 2: 2}
-# The transfer factor alpha (DESIGN.md: "scale the UpdateRNN output by a factor alpha tuned on that task").
-ALPHA_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-# The starting step of a fresh scale-free (scaling="rms") optimizer, in units of the normalised estimate: the
-# step of normalised ZO-SGD that the untrained network is. Wide, because it is in the problem's own units.
-STEP_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
-
-
-def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -> tuple[float, dict]:
-    """The alpha of ``grid`` whose scaled UpdateRNN has the lowest held-out meta-objective (the mean loss curve
-    weighted as ``cfg.weighting``; eq. 4's linear weights favour the late steps) on ``val`` (test-time run)."""
-    from .zo.meta_trainer import pick_on_heldout
-
-    def log(a, score, run):
-        if progress:
-            print(f"zol2l train: alpha {a:g}: held-out objective ({cfg.weighting}) {score:.4g}", file=sys.stderr)
-
-    return pick_on_heldout(model, {a: (lambda m, a=a: m.scale_update(a)) for a in grid},
-                           val.make(None, repeat=cfg.val_trials), cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
-                           use_query=cfg.stage == 2, query_prob=cfg.query_prob, seed=cfg.seed + 7919,
-                           weighting=cfg.weighting, log=log)
-
-
 def add_parser(sub) -> None:
-    from .tasks import TASK_NAMES
-    from .zo.problems import SPACES
-
     p = sub.add_parser("train", help="meta-train the learned optimizer (ZO-LSTM) on a task",
                        description="Truncated-BPTT meta-training of the UpdateRNN (stage 1) or the QueryRNN "
                                    "(stage 2, UpdateRNN frozen) on a task's training problems; keeps the best "
@@ -110,22 +95,16 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=run)
 
 
-def cmd_train(args) -> int:
-    from .threads import torch_threads
-
+def run(args) -> int:
     with torch_threads(args.threads):
         return _train(args)
 
 
 def _train(args) -> int:
-    import torch
 
-    from . import tasks as T
-    from .zo.lstm_optimizer import PRETRAINED_DIR, LearnedZO
-    from .zo.meta_trainer import MetaTrainConfig, MetaTrainer
 
     spec = T.task_with(args.task, args.space)
     cfg = MetaTrainConfig(
@@ -215,7 +194,7 @@ def _train(args) -> int:
           f"{best.get('val_objective', float('nan')):.4g} (mean final loss {best.get('val_final_loss'):.4g}) at "
           f"epoch {best.get('epoch')}; weights {os.path.join(out, 'best.pt')}")
     if args.export:
-        path = PRETRAINED_DIR / f"{args.export}.pt"
+        path = LZ.PRETRAINED_DIR / f"{args.export}.pt"
         best_model = trainer.best_model()
         best_model.save(path, meta=dict(best_model.meta, name=args.export))
         print(f"zol2l train: exported {path}")

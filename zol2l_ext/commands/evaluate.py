@@ -5,14 +5,18 @@ import os
 import sys
 import time
 
-from . import data as D
+from .. import data as D
+from .. import evaluate as E
+from .. import tasks as T
+from ..attack_setup import resolve_device
+from ..criteria import format_paired, paired_criteria
+from ..evaluate import DEFAULT_OPTIMIZERS
+from ..tasks import TASK_NAMES, TASKS
+from ..threads import torch_threads
+from ..zo.problems import SPACES
 
 
 def add_parser(sub) -> None:
-    from .evaluate import DEFAULT_OPTIMIZERS
-    from .tasks import TASK_NAMES
-    from .zo.problems import SPACES
-
     p = sub.add_parser("evaluate", help="quality check: ZO-LSTM vs the tuned baselines on a task's test problems",
                        description="Runs every optimizer on the task's part (default: test) from the same initial "
                                    "points with the same seed, items x trials rows at once, and checks the quality "
@@ -49,30 +53,21 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=run)
 
 
 def _attack_tasks() -> list:
-    from .tasks import TASKS
-
     return [t for t in TASKS.values() if t.kind == "attack"]
 
 
-def cmd_evaluate(args) -> int:
-    from .threads import torch_threads
-
+def run(args) -> int:
     with torch_threads(args.threads):
         return _evaluate(args)
 
 
 def _evaluate(args) -> int:
-    from . import attack as A
-    from . import evaluate as E
-    from . import tasks as T
-    from .criteria import format_paired, paired_criteria
-
     t_start = time.perf_counter()
-    device = A.resolve_device(args.device)
+    device = resolve_device(args.device)
     optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
     print(f"zol2l evaluate {args.task} ({args.part}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
           file=sys.stderr)
