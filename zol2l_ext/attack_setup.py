@@ -14,7 +14,7 @@ import torch
 
 from . import data as D
 from . import models as M
-from .digits import digits_attack_set
+from .data import digits_attack_set
 from .user_targets import resolve_target
 
 # The images attacked when none are named: the paper's test positions 5000:5100 of the shuffled correct list for

@@ -29,9 +29,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .evaluate import BASELINES, ITEM_STEPS
-from .evaluate import _f as _num  # a JSON number: None for None, NaN and inf
-from .evaluate import _norm_name
+from .evaluation.common import BASELINES, ITEM_STEPS, optimizer_key
+from .fileio import json_number
 
 __all__ = ["Z", "QUERY_RATIO", "QUERY_RNN_RATIO", "paired_difference", "per_item_queries", "paired_criteria",
            "format_paired"]
@@ -43,24 +42,20 @@ _KEYS = ("loss_lower_at_steps", "queries_fewer", "success_rate_not_lower", "quer
 _TOL = 1e-12
 
 
-def _r(v, digits: int = 6) -> Optional[float]:
-    """``v`` with ``digits`` significant digits (JSON stays short, small differences keep their precision)."""
-    return None if v is None else float(f"{float(v):.{digits}g}")
-
-
 def paired_difference(a: Sequence, b: Sequence, z: float = Z) -> Dict[str, Any]:
     """The paired difference a - b over the items where both are finite: mean_diff, se (None for n < 2), n and
     verdict "lower" (mean + z se < 0), "higher" (mean - z se > 0), "within noise" (also for n = 1) or "no pairs"."""
-    d = [x - y for x, y in ((_num(x), _num(y)) for x, y in zip(a, b)) if x is not None and y is not None]
+    pairs = ((json_number(x), json_number(y)) for x, y in zip(a, b))
+    d = [x - y for x, y in pairs if x is not None and y is not None]
     n = len(d)
     if n == 0:
         return {"mean_diff": None, "se": None, "n": 0, "verdict": "no pairs"}
     mean = sum(d) / n
     if n < 2:
-        return {"mean_diff": _r(mean), "se": None, "n": 1, "verdict": "within noise"}
+        return {"mean_diff": json_number(mean, sig=6), "se": None, "n": 1, "verdict": "within noise"}
     se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
     verdict = "lower" if mean + z * se < 0 else "higher" if mean - z * se > 0 else "within noise"
-    return {"mean_diff": _r(mean), "se": _r(se), "n": n, "verdict": verdict}
+    return {"mean_diff": json_number(mean, sig=6), "se": json_number(se, sig=6), "n": n, "verdict": verdict}
 
 
 def _layout(result: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple:
@@ -156,7 +151,7 @@ def _queries_criterion(result, opts, learned, present, LN) -> Dict[str, Any]:
         out.update(met=True, verdict=f"met: {LN} succeeded ({lq:.1f} queries) where no baseline did")
         return out
     ratio = lq / finite[best] if finite[best] else math.inf
-    out["ratio"] = _r(ratio, 4)
+    out["ratio"] = json_number(ratio, sig=4)
     ratio_met = lq <= QUERY_RATIO * finite[best] * (1 + _TOL)
     pb = paired.get(best)
     paired_usable = pb is not None and pb["n"] > 0
@@ -211,7 +206,7 @@ def _query_rnn_criterion(result, opts, learned, no_query, has_success) -> Dict[s
     q_fewer = None
     if has_success and lq is not None and nq is not None:
         q_fewer = lq <= QUERY_RNN_RATIO * nq * (1 + _TOL)
-        out["queries_ratio"] = _r(lq / nq if nq else math.inf, 4)
+        out["queries_ratio"] = json_number(lq / nq if nq else math.inf, sig=4)
     elif has_success and lq is not None and nq is None:
         q_fewer = True  # only the QueryRNN variant ever succeeded
     elif has_success and lq is None and nq is not None:
@@ -241,8 +236,8 @@ def paired_criteria(result: Mapping[str, Any], learned: str = "zo-lstm", baselin
     four criteria (each with met and verdict), all_met (every applicable criterion met; None when none is) and
     verdicts (the four one-line verdicts)."""
     opts = result["optimizers"]
-    learned, no_query = _norm_name(learned), _norm_name(no_query)
-    wanted = [_norm_name(b) for b in baselines]
+    learned, no_query = optimizer_key(learned), optimizer_key(no_query)
+    wanted = [optimizer_key(b) for b in baselines]
     present = [b for b in wanted if b in opts and b != learned]
     missing = [b for b in wanted if b not in opts]
     out: Dict[str, Any] = {"learned": learned, "baselines": present, "missing_baselines": missing,

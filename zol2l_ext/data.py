@@ -1,4 +1,5 @@
-"""Data loading for the attack experiments: data root, MNIST, CIFAR-10 and the attacked-image splits.
+"""Data loading for the attack experiments: data root, MNIST, CIFAR-10, the embedded digits and the attacked-image
+splits.
 
 The data live outside the repository (see ``shared/data/PROVENANCE.md`` for the layout)::
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import zipfile
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -157,11 +159,44 @@ def load_cifar10(root: str, train: bool = False) -> tuple[torch.Tensor, torch.Te
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+# --------------------------------------------------------------------------------------------- the digits
+# scikit-learn's bundled 8x8 digits: no network and no data root. ``load_digits`` gives 1797 images with values
+# 0..16, scaled here to [0, 1] ([N, 1, 8, 8] float32); a seeded stratified split keeps 30% for testing.
+DIGITS_TEST_FRACTION = 0.3
+DIGITS_SPLIT_SEED = 0
+
+
+@lru_cache(maxsize=1)
+def _digits_split_arrays():
+    # scikit-learn loads in about a second: only the digits need it
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    ds = load_digits()
+    x = (ds.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = ds.target.astype(np.int64)
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=y)
+    tr, te = np.sort(tr), np.sort(te)
+    return x[tr], y[tr], x[te], y[te], te
+
+
+def load_digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test): float [N, 1, 8, 8] in [0, 1] and int64 labels (seeded split)."""
+    x_tr, y_tr, x_te, y_te, _ = _digits_split_arrays()
+    return (torch.from_numpy(x_tr.copy()), torch.from_numpy(y_tr.copy()),
+            torch.from_numpy(x_te.copy()), torch.from_numpy(y_te.copy()))
+
+
+def digits_test_ids() -> np.ndarray:
+    """Indices into sklearn's load_digits() of the test images (the order of load_digits_split's test part)."""
+    return _digits_split_arrays()[4].copy()
+
+
 def load_dataset(dataset: str, root: str | None = None, train: bool = False,
                  download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of one of DATASETS ("digits" needs no root)."""
     if dataset == "digits":
-        from .digits import load_digits_split
         x_tr, y_tr, x_te, y_te = load_digits_split()
         return (x_tr, y_tr) if train else (x_te, y_te)
     if dataset == "mnist":
@@ -282,3 +317,18 @@ def take_positions(shuffled: Sequence[int], positions: Sequence[int], what: str 
         raise ValueError(f"positions {bad[:5]}{'...' if len(bad) > 5 else ''} are out of range: only {n} "
                          f"correctly classified {what} (valid positions 0..{n - 1})")
     return [int(shuffled[p]) for p in positions]
+
+
+def digits_attack_set(model: torch.nn.Module, positions: list[int] | None = None, count: int = 5):
+    """Correctly classified digits test images, in the reference code's seeded shuffle (random.Random(1234)).
+
+    ``positions`` index the shuffled list (default: the first ``count``). Returns (images [n, 1, 8, 8],
+    labels [n], ids [n]) where ids are indices into sklearn's load_digits()."""
+    _, _, x_te, y_te = load_digits_split()
+    correct = correct_indices(model, x_te, y_te)
+    shuffled = shuffled_correct(correct)
+    if positions is None:
+        positions = list(range(count))
+    picked = take_positions(shuffled, positions, "digits test images")
+    ids = digits_test_ids()[picked]
+    return x_te[picked], y_te[picked], [int(i) for i in ids]

@@ -1,13 +1,37 @@
 """Atomic file writes: a temporary file beside the target, then os.replace, so that an interrupted run never
-leaves a half-written results or log file behind (the temporary file is removed on failure)."""
+leaves a half-written results or log file behind (the temporary file is removed on failure); and the numbers
+that go into the JSON files (`json_number`: None where a value is not finite, which strict JSON cannot hold)."""
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+import numpy as np
 
 __all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_file", "atomic_torch_save", "load_torch_file",
-           "first_line", "check_output_folder", "OutputFolderError"]
+           "first_line", "check_output_folder", "OutputFolderError", "json_number", "json_numbers"]
+
+
+def json_number(x: Any, nd: Optional[int] = None, sig: Optional[int] = None) -> Optional[float]:
+    """``x`` as a JSON number: None for None, NaN and inf; rounded to ``nd`` decimals, or to ``sig`` significant
+    digits (files stay short where small values must keep their precision), when given."""
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    if sig is not None:
+        return float(f"{x:.{sig}g}")
+    return round(x, nd) if nd is not None else x
+
+
+def json_numbers(values: Any, nd: Optional[int] = None, sig: Optional[int] = None) -> list:
+    """`json_number` of every value of a tensor (taken to the CPU in float64), an array or a list, flattened."""
+    if hasattr(values, "detach"):  # a torch tensor (fileio does not import torch: most writers need no tensors)
+        values = values.detach().double().cpu().numpy()
+    return [json_number(v, nd, sig) for v in np.asarray(values, dtype=float).reshape(-1)]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:

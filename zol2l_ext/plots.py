@@ -24,6 +24,20 @@ def query_axis(entry: Mapping[str, Any], cfg: Mapping[str, Any], length: int) ->
     return np.arange(length, dtype=float) * (int(cfg.get("q", 0)) + 1)
 
 
+def mean_std_curve(ax, xs, mean: np.ndarray, std: np.ndarray | None = None, label: str | None = None,
+                   color=None, lw: float = 1.6, alpha: float = 0.2, log_floor: bool = False):
+    """Draws ``mean`` against ``xs`` with a +-1 ``std`` band in the line's colour (``std`` None: the line alone;
+    ``color`` None: the axes' next colour); returns the line. ``log_floor``: a band reaching 0 or below is cut at
+    a tenth of the mean, which a log axis can show."""
+    (line,) = ax.plot(xs, mean, label=label, lw=lw, color=color)
+    if std is not None:
+        low = mean - std
+        if log_floor:
+            low = np.where(low > 0, low, mean / 10)
+        ax.fill_between(xs, low, mean + std, color=line.get_color(), alpha=alpha, lw=0)
+    return line
+
+
 def plot_loss_curves(results: Mapping[str, Any], path: str, log_y: bool | None = None, x: str = "iteration") -> str:
     """Mean loss of every optimizer with a +-1 std band (over trials, or over images for one trial), against the
     iteration or (``x="queries"``) the queries spent. ``log_y`` None: a log axis where every mean is positive
@@ -37,11 +51,7 @@ def plot_loss_curves(results: Mapping[str, Any], path: str, log_y: bool | None =
         agg = entry["aggregate"]
         mean, std = _arr(agg["loss_mean"]), _arr(agg["loss_std"])
         xs = query_axis(entry, cfg, len(mean)) if x == "queries" else np.arange(len(mean))
-        (line,) = ax.plot(xs, mean, label=name, lw=1.6)
-        low = mean - std
-        if log_y is not False:  # on a log axis a band reaching 0 or below is cut at a tenth of the mean
-            low = np.where(low > 0, low, mean / 10)
-        ax.fill_between(xs, low, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+        mean_std_curve(ax, xs, mean, std, label=name, lw=1.6, alpha=0.2, log_floor=log_y is not False)
         positive &= bool(np.nanmin(mean) > 0) if mean.size else True
     if (log_y is None or log_y) and positive:
         ax.set_yscale("log")

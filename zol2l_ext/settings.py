@@ -216,22 +216,24 @@ def find_learned(dataset: str, names: Sequence[str] | None = None):
     return None, "; ".join(reasons)
 
 
-def load_learned(spec, dataset: str):
-    """(LearnedZO, what it is) from ``spec``: a LearnedZO, a .pt path, a shipped name, or None (the dataset's
-    candidates, `LEARNED_CANDIDATES`); a missing one raises with the reason."""
+def load_learned(spec, dataset: Optional[str] = None):
+    """(LearnedZO, what it is) from ``spec``: a LearnedZO, a .pt path, a shipped name (a missing one raises
+    FileNotFoundError), or None: the first of ``dataset``'s candidates that loads (`LEARNED_CANDIDATES`)."""
     if isinstance(spec, LearnedZO):
         return spec, "LearnedZO object"
-    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+    if spec is None:
+        learned, name = find_learned(dataset)
+        if learned is None:
+            raise AttackSetupError(f"zo-lstm* needs a pretrained learned optimizer: {name}")
+        return learned, name
+    if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"learned must be a LearnedZO, a shipped name or a .pt path, got {type(spec).__name__}")
-    spec = None if spec is None else os.fspath(spec)
-    if spec and LearnedZO.is_path(spec):
+    spec = os.fspath(spec)
+    if LearnedZO.is_path(spec):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"learned optimizer {spec!r}: no such file")
         return LearnedZO.load(spec), spec  # a damaged file: a one-line ValueError naming it
-    learned, name = find_learned(dataset, [spec] if spec else None)
-    if learned is None:
-        raise AttackSetupError(f"zo-lstm* needs a pretrained learned optimizer: {name}")
-    return learned, name
+    return LearnedZO.pretrained(spec), spec
 
 
 @dataclass

@@ -45,7 +45,7 @@ def resolve_target(spec: str | None, dataset: str, data_root: str | None = None,
         raise TargetLoadError(f"--target {spec!r} gives a {type(model).__name__}, not a model (nn.Module or "
                               "callable)")
     if isinstance(model, torch.nn.Module):
-        model = M._finish(model, device)
+        model = M.frozen_eval_model(model, device)
     # output None: the attack detects logits or log-probabilities from the model's answers
     return M.LoadedTarget(model, name=source, dataset=dataset, output=None, source=source)
 

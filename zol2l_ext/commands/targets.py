@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..models import TARGETS, _own_target_candidates
+from ..models import TARGETS, own_target_candidates
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def run(args) -> int:
         elif spec.name == "digits-cnn":
             where = "trained on first use, cached"
         else:
-            found = [p for p in _own_target_candidates(spec.name) if os.path.isfile(p)]
+            found = [p for p in own_target_candidates(spec.name) if os.path.isfile(p)]
             where = found[0] if found else f"not trained yet (zol2l train-target {spec.arch} {spec.dataset})"
         print(f"{spec.name:<16} {spec.dataset:<8} {spec.output:<8} {where}")
     return 0

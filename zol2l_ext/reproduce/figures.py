@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..plots import success_rate_curve  # noqa: E402
+from ..plots import mean_std_curve, success_rate_curve  # noqa: E402
 
 __all__ = ["arr", "panels", "curve_panel", "success_panel", "success_figure", "save", "plt"]
 
@@ -47,10 +47,8 @@ def curve_panel(ax, entries: Mapping[str, Mapping[str, Any]], title: str, ylabel
     for name, e in entries.items():
         mean = arr(e["loss_mean"])
         xs = arr(x[name]) if x is not None else np.arange(len(mean))
-        (line,) = ax.plot(xs, mean, label=name, lw=1.4, color=COLORS.get(name))
-        if band and e.get("loss_std"):
-            std = arr(e["loss_std"])
-            ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+        std = arr(e["loss_std"]) if band and e.get("loss_std") else None
+        mean_std_curve(ax, xs, mean, std, label=name, color=COLORS.get(name), lw=1.4, alpha=0.15)
     if log_y:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=9)

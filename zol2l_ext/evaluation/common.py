@@ -1,0 +1,28 @@
+"""What every part of the evaluation shares: the result format, the optimizers compared, the steps the paired
+criteria check, and the spelling of an optimizer's name."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["FORMAT", "BASELINES", "DEFAULT_OPTIMIZERS", "ITEM_STEPS", "LEARNED_UPDATE", "optimizer_key",
+           "mean_curve"]
+
+FORMAT = "zol2l-evaluation/1"
+BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
+DEFAULT_OPTIMIZERS = BASELINES + ("zo-lstm",)
+#: steps at which evaluate_task keeps per-item mean losses (and the final step): the paired criteria's steps
+ITEM_STEPS = (25, 50, 100, 200)
+#: optimizers whose update is the UpdateRNN's (their lr is not used)
+LEARNED_UPDATE = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-guided-es")
+
+
+def optimizer_key(name: str) -> str:
+    """An optimizer's name as the results key it ("ZO_SGD " -> "zo-sgd")."""
+    return str(name).strip().lower().replace("_", "-")
+
+
+def mean_curve(entry: Mapping[str, Any]) -> np.ndarray:
+    """An optimizer entry's mean loss per step as floats (None, a non-finite value in the file, -> NaN)."""
+    return np.array([np.nan if v is None else float(v) for v in entry["loss_mean"]], dtype=float)
