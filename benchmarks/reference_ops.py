@@ -19,11 +19,16 @@ def _lstm_ref(x, h, c, w_ih, w_hh, w_out, bias=None, b_out=None):
     return R.lstm_step_ref(x, h, c, w_ih, w_hh, w_out, bias, b_out)
 
 
-def _sample_ref(theta, q, mu, scale=None, use_scale=None, seed=None, generator=None):
+def _sample_ref(theta, q, mu, scale=None, use_scale=None, seed=None, generator=None, out=None):
     _REF_CALLS["sample_queries"] += 1
     if seed is None:
         seed = ops.draw_seeds(theta.shape[0], generator, device=theta.device)
-    return R.sample_queries_ref(seed, theta, q, mu, scale, use_scale)
+    u, points = R.sample_queries_ref(seed, theta, q, mu, scale, use_scale)
+    if out is None:
+        return u, points
+    out[0].copy_(u)  # ops.sample_queries(out=...) on a device without an out kernel: computed, then copied in
+    out[1].copy_(points)
+    return out
 
 
 def _fd_ref(f0, fq, u, mu):
