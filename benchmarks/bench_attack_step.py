@@ -35,7 +35,7 @@ import warnings
 
 import torch
 
-from common import ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, repo_relative
+from common import ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, repo_relative, table
 
 from zol2l_ext import data as D
 from zol2l_ext import models as M
@@ -285,18 +285,10 @@ def table_lines(results, md=False):
                              "-", fmt(st / a["floor_ms"], ".1f"), "-", "-", fmt(st - a["floor_ms"], ".1f"),
                              fmt(100 * (st - a["floor_ms"]) / st, ".1f"), "(not measured)", "-"])
 
-    def render(h, rs):
-        if md:
-            rule = "|" + "|".join("---" if i < 3 else "--:" for i in range(len(h))) + "|"
-            return ["| " + " | ".join(h) + " |", rule] + ["| " + " | ".join(x) + " |" for x in rs]
-        w = [max(len(h[i]), *(len(x[i]) for x in rs)) if rs else len(h[i]) for i in range(len(h))]
-        line = lambda x: "  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(x))  # noqa: E731
-        return [line(h), "-" * len(line(h))] + [line(x) for x in rs]
-
-    out = render(head, rows)
+    out = table(head, rows, md)
     if brows:
         out += [""] + ([] if md else ["Where the time outside the forward goes (ms, medians of each piece timed "
-                                      "alone):"]) + render(bhead, brows)
+                                      "alone):"]) + table(bhead, brows, md)
     return out
 
 

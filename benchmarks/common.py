@@ -362,6 +362,19 @@ def fmt(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
 
 
+def table(head, rows, md=False, text_columns=3):
+    """Lines of a table of string cells: markdown, or plain text in aligned columns (the first ``text_columns``
+    left-aligned, the numbers after them right-aligned) under a rule."""
+    if md:
+        rule = "|" + "|".join("---" if i < text_columns else "--:" for i in range(len(head))) + "|"
+        return ["| " + " | ".join(head) + " |", rule] + ["| " + " | ".join(x) + " |" for x in rows]
+    w = [max(len(head[i]), *(len(x[i]) for x in rows)) if rows else len(head[i]) for i in range(len(head))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w[i]) if i < text_columns else c.rjust(w[i]) for i, c in enumerate(cells))
+    return [line(head), "-" * len(line(head))] + [line(x) for x in rows]
+
+
 def error_line(e: BaseException) -> str:
     """An exception as one line for a table note or a JSON field: its type and the first line of its message."""
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from common import fmt
+from common import fmt, table
 from gpu_attack_cases import TARGET_OUTSIDE
 
 
@@ -31,12 +31,7 @@ def table_lines(variants, md=False):
                      fmt(c.get("ms")) if "ms" in c else ("failed" if "error" in c else "-"),
                      _pct(c.get("outside_frac")), ",".join(met) if met else "no"]
             rows.append(cells)
-    if md:
-        rule = "|" + "|".join("---" if i < 3 else "--:" for i in range(len(head))) + "|"
-        return ["| " + " | ".join(head) + " |", rule] + ["| " + " | ".join(x) + " |" for x in rows]
-    w = [max(len(head[i]), *(len(x[i]) for x in rows)) if rows else len(head[i]) for i in range(len(head))]
-    line = lambda x: "  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(x))  # noqa: E731
-    return [line(head), "-" * len(line(head))] + [line(x) for x in rows]
+    return table(head, rows, md)
 
 
 def notes_lines(variants):
