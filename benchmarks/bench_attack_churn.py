@@ -28,11 +28,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from bench_ops import ROOT, machine_info  # noqa: E402  (also puts ROOT on sys.path)
+from common import ROOT, machine_info
 
 DEFAULT_ATTACK = ["mnist", "--count", "50", "--trials", "2", "--steps", "50", "--optimizers", "zo-lstm",
                   "--threads", "2"]

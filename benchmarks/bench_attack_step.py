@@ -15,7 +15,7 @@ x = (tanh(w) + 1) / 2 transform, the forward, the hinge + distance loss), the gr
   3  CIFAR-10 ("cifar10-staged"), 100 images, q = 50: forward of 5100 images; target <= 1.1x (issue 17; 1.15x before)
 
 The floor, the ZO-LSTM step, the ZO-SGD step and the overhead pieces (sampling, QueryRNN, Bernoulli draw,
-fd_gradient, UpdateRNN, the black box without the forward) are sampled round-robin (bench_ops.Timer) so that
+fd_gradient, UpdateRNN, the black box without the forward) are sampled round-robin (common.Timer) so that
 load from other processes hits them alike; the table gives medians, IQRs, step / floor, the time outside the
 forward (step - floor) and where it goes. A benchmark, not a test: it never fails on a slow number.
 
@@ -35,17 +35,13 @@ import warnings
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+from common import ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, repo_relative, table
 
-from bench_ops import ROOT, Budget, Timer, machine_info  # noqa: E402  (also puts ROOT on sys.path)
-
-from zol2l_ext import data as D  # noqa: E402
-from zol2l_ext import models as M  # noqa: E402
-from zol2l_ext import ops  # noqa: E402
-from zol2l_ext.zo import AttackProblem, LearnedZO, make_optimizer, step_seeds  # noqa: E402
-from zol2l_ext.zo.seeding import SALT_BERNOULLI, derive, uniform01  # noqa: E402
+from zol2l_ext import data as D
+from zol2l_ext import models as M
+from zol2l_ext import ops
+from zol2l_ext.zo import AttackProblem, LearnedZO, make_optimizer, step_seeds
+from zol2l_ext.zo.seeding import SALT_BERNOULLI, derive, uniform01
 
 MU = 0.005
 C_LOSS = {"mnist": 0.1, "cifar10": 0.25}  # the attack's c per dataset (zol2l_ext.attack.DATASET_DEFAULTS)
@@ -91,15 +87,6 @@ PIECE_DOC = {
 }
 
 
-class _Timer(Timer):
-    """bench_ops.Timer that also keeps the per-call time of every sample (for paired step / floor ratios)."""
-
-    def _result(self, s, two_phase):
-        out = super()._result(s, two_phase)
-        out["fwd"]["samples_ms"] = [self._resolve(m, s["inner"])[0] * 1e3 for m in s["samples"]]
-        return out
-
-
 class _Replay:
     """Stands in for the target model: returns its precomputed output (the black box minus the forward)."""
 
@@ -111,26 +98,15 @@ class _Replay:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Setup: data root, target, images
+# Setup: target, images
 # ----------------------------------------------------------------------------------------------------------
-def find_data_root(arg):
-    """--data-root, else $ZOL2L_DATA, else <repo>/../shared/data or <repo>/shared/data; None if none exists."""
-    cands = [arg] if arg else ([os.environ[D.ENV_DATA]] if os.environ.get(D.ENV_DATA) else [])
-    if not cands:
-        cands = [os.path.join(ROOT, "..", "shared", "data"), os.path.join(ROOT, "shared", "data")]
-    for c in cands:
-        if c and os.path.isdir(c):
-            return os.path.abspath(c)
-    return None
-
-
 def load_case_data(case, root, n_images, device):
     """(model, images [B, C, H, W], labels [B], output kind, description of weights and images)."""
     spec = M.TARGETS[case["target"]]
     staged = root is not None and os.path.isfile(os.path.join(root, spec.staged_file))
     if staged:
         tgt = M.load_target(case["target"], data_root=root, device=device, progress=False)
-        model, weights = tgt.model, f"staged checkpoint {tgt.source}"
+        model, weights = tgt.model, f"staged checkpoint {repo_relative(tgt.source)}"
     else:
         torch.manual_seed(0)
         model = M.build_model(spec.arch, spec.dataset).eval().requires_grad_(False).to(device)
@@ -238,7 +214,7 @@ def run_case(cid, args, root):
         })
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
-    timer = _Timer(dev, (QUICK if args.quick else FULL)[dev], clock=CLOCKS[args.clock])
+    timer = SampleTimer(dev, (QUICK if args.quick else FULL)[dev], clock=CLOCKS[args.clock])
     res = {k: v["fwd"] for k, v in timer.time({k: (f, None) for k, f in impls.items()}).items()}
     elapsed = time.perf_counter() - t0
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -273,10 +249,6 @@ def run_case(cid, args, root):
 # ----------------------------------------------------------------------------------------------------------
 # Reporting
 # ----------------------------------------------------------------------------------------------------------
-def _f(v, spec=".2f"):
-    return "-" if v is None else format(v, spec)
-
-
 def _shape(r):
     return f"B={r['images']},q={r['q']},d={r['dim']} ({r['forward_images']} img)"
 
@@ -291,40 +263,32 @@ def table_lines(results, md=False):
     for r in results:
         fl = r["impls"]["floor"]
         for name, e in r["optimizers"].items():
-            rows.append([r["name"], _shape(r), name, _f(e["step_ms"], ".1f" if e["step_ms"] >= 100 else ".2f"),
-                         _f(e["step_iqr_ms"], ".1f" if e["step_ms"] >= 100 else ".2f"),
-                         _f(fl["ms"], ".1f" if fl["ms"] >= 100 else ".2f"),
-                         _f(fl["iqr_ms"], ".1f" if fl["ms"] >= 100 else ".2f"), _f(e["ratio"], ".3f"),
-                         _f(e["paired_ratio"], ".3f"), _f(e["min_ratio"], ".3f"), _f(e["outside_ms"]),
-                         _f(100 * e["outside_frac"], ".1f"),
+            rows.append([r["name"], _shape(r), name, fmt(e["step_ms"], ".1f" if e["step_ms"] >= 100 else ".2f"),
+                         fmt(e["step_iqr_ms"], ".1f" if e["step_ms"] >= 100 else ".2f"),
+                         fmt(fl["ms"], ".1f" if fl["ms"] >= 100 else ".2f"),
+                         fmt(fl["iqr_ms"], ".1f" if fl["ms"] >= 100 else ".2f"), fmt(e["ratio"], ".3f"),
+                         fmt(e["paired_ratio"], ".3f"), fmt(e["min_ratio"], ".3f"), fmt(e["outside_ms"]),
+                         fmt(100 * e["outside_frac"], ".1f"),
                          f"<= {e['max_ratio']}", "met" if e["met"] else "NOT met"])
             b = e.get("breakdown_ms")
             if b:
                 smp = b.get("sample", b.get("sample_scaled"))
-                brows.append([r["name"], name, _f(e["outside_ms"]), _f(smp, ".3f"),
-                              _f(b.get("query_rnn"), ".3f"), _f(b.get("bernoulli"), ".3f"),
-                              _f(b.get("update_rnn"), ".3f"), _f(b["fd_gradient"], ".3f"),
-                              _f(b["bb_no_forward"], ".3f"), _f(e.get("to_image_ms"), ".3f"), _f(b["other"], ".3f")])
+                brows.append([r["name"], name, fmt(e["outside_ms"]), fmt(smp, ".3f"),
+                              fmt(b.get("query_rnn"), ".3f"), fmt(b.get("bernoulli"), ".3f"),
+                              fmt(b.get("update_rnn"), ".3f"), fmt(b["fd_gradient"], ".3f"),
+                              fmt(b["bb_no_forward"], ".3f"), fmt(e.get("to_image_ms"), ".3f"), fmt(b["other"], ".3f")])
         if r["case"] == AUTHORS_QUOTED["case"]:
             a = AUTHORS_QUOTED
             for name in ("zo-lstm", "zo-sgd"):
                 st = a[f"{name}_ms"]
-                rows.append([r["name"], "authors' code, QUOTED", name, _f(st, ".1f"), "-", _f(a["floor_ms"], ".1f"),
-                             "-", _f(st / a["floor_ms"], ".1f"), "-", "-", _f(st - a["floor_ms"], ".1f"),
-                             _f(100 * (st - a["floor_ms"]) / st, ".1f"), "(not measured)", "-"])
+                rows.append([r["name"], "authors' code, QUOTED", name, fmt(st, ".1f"), "-", fmt(a["floor_ms"], ".1f"),
+                             "-", fmt(st / a["floor_ms"], ".1f"), "-", "-", fmt(st - a["floor_ms"], ".1f"),
+                             fmt(100 * (st - a["floor_ms"]) / st, ".1f"), "(not measured)", "-"])
 
-    def render(h, rs):
-        if md:
-            rule = "|" + "|".join("---" if i < 3 else "--:" for i in range(len(h))) + "|"
-            return ["| " + " | ".join(h) + " |", rule] + ["| " + " | ".join(x) + " |" for x in rs]
-        w = [max(len(h[i]), *(len(x[i]) for x in rs)) if rs else len(h[i]) for i in range(len(h))]
-        fmt = lambda x: "  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(x))  # noqa: E731
-        return [fmt(h), "-" * len(fmt(h))] + [fmt(x) for x in rs]
-
-    out = render(head, rows)
+    out = table(head, rows, md)
     if brows:
         out += [""] + ([] if md else ["Where the time outside the forward goes (ms, medians of each piece timed "
-                                      "alone):"]) + render(bhead, brows)
+                                      "alone):"]) + table(bhead, brows, md)
     return out
 
 

@@ -24,17 +24,13 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+import torch
 
-from bench_ops import ROOT, machine_info  # noqa: E402  (also puts ROOT on sys.path)
+from common import ROOT, machine_info
 
-import torch  # noqa: E402
-
-from zol2l_ext import attack as A  # noqa: E402
-from zol2l_ext.remote import RemoteModel  # noqa: E402
-from zol2l_ext.remote_attack import run_resumable_attack  # noqa: E402
+from zol2l_ext import attack as A
+from zol2l_ext.remote import RemoteModel
+from zol2l_ext.remote_attack import run_resumable_attack
 
 TARGET_RATIO = 0.7
 
@@ -69,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--optimizer", default="zo-sgd")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads, in this process and in the server")
-    p.add_argument("--json", default=os.path.join(HERE, "results", "endpoint_cpu.json"))
+    p.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "endpoint_cpu.json"))
     args = p.parse_args(argv)
     dataset = args.dataset or ("mnist" if os.environ.get("ZOL2L_DATA") else "digits")
     torch.set_num_threads(args.threads)
@@ -116,8 +112,7 @@ def main(argv=None) -> int:
         print(f"{m:<8} {med[m]:>20.0f} {', '.join(str(r['queries_per_s']) for r in runs[m]):>40}")
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
     print(f"remote / local = {ratio:.3f} ({verdict} the >= {TARGET_RATIO} target); results equal: {equal}")
-    machine = machine_info(["cpu"], args.threads)
-    machine["extension"] = os.path.relpath(machine["extension"], ROOT)  # no machine's folders in the repo
+    machine = machine_info(["cpu"], args.threads)  # the extension's path relative to the repository
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"benchmark": "endpoint", "dataset": dataset, "optimizer": args.optimizer, "config": cfg,

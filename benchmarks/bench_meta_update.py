@@ -47,17 +47,12 @@ import time
 import torch
 from torch import nn
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+from common import ROOT, find_data_root, machine_info, repo_relative
 
-from bench_ops import ROOT, machine_info  # noqa: E402  (also puts ROOT on sys.path)
-from bench_attack_step import find_data_root  # noqa: E402
-
-from zol2l_ext import data as D  # noqa: E402
-from zol2l_ext import models as M  # noqa: E402
-from zol2l_ext.zo import AttackProblem, LearnedZO  # noqa: E402
-from zol2l_ext.zo.meta_trainer import MetaTrainConfig, MetaTrainer  # noqa: E402
+from zol2l_ext import data as D
+from zol2l_ext import models as M
+from zol2l_ext.zo import AttackProblem, LearnedZO
+from zol2l_ext.zo.meta_trainer import MetaTrainConfig, MetaTrainer
 
 HORIZON, UNROLL, Q, MU_OURS, C_LOSS = 200, 20, 20, 0.005, 0.1
 MU_AUTHORS, LR_AUTHORS, CLIP = 1e-6, 1e-3, 1.0
@@ -96,7 +91,7 @@ def load_problems(root):
 
             td = load_task("mnist-attack", "train", data_root=root)
             return td, td.model, td.images, td.labels, (
-                f"task mnist-attack/train from {root}: target {td.target_name} (staged weights), "
+                f"task mnist-attack/train from {repo_relative(root)}: target {td.target_name} (staged weights), "
                 f"{len(td)} correctly classified MNIST test images")
         except (D.DataRootError, OSError, ValueError) as e:
             why = f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"

@@ -18,8 +18,11 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-RES=${OUT:-$ROOT/benchmarks/results/gpu_check}
+RES=${OUT:-benchmarks/results/gpu_check}  # relative: the results files record the paths they are given
 mkdir -p "$RES"
+# The second build and the build logs live in a temporary folder (nothing records its path).
+SCRATCH=$(mktemp -d)
+trap 'rm -rf "$SCRATCH"' EXIT
 # One combined log: the device tool returns at most 8 files, so small outputs go here and to stdout.
 exec > >(tee "$RES/gpu_check.log") 2>&1
 BUDGET_S=${GPU_CHECK_BUDGET_S:-420}
@@ -72,22 +75,22 @@ EOF
   )
 }
 stage "build (default compiler | system g++), in parallel"
-ALT=/tmp/zol2l_alt
-rm -rf "$ALT" && mkdir -p "$ALT" && cp -r setup.py csrc zol2l_ext "$ALT"/
-build "$ROOT" /tmp/build_default.log &
+ALT=$SCRATCH/zol2l_alt
+mkdir -p "$ALT" && cp -r setup.py csrc zol2l_ext "$ALT"/
+build "$ROOT" "$SCRATCH/build_default.log" &
 pid_a=$!
 pid_b=
 if [[ -x /usr/bin/g++ && -x /usr/bin/gcc ]]; then
-  build "$ALT" /tmp/build_system_gcc.log /usr/bin/gcc /usr/bin/g++ &
+  build "$ALT" "$SCRATCH/build_system_gcc.log" /usr/bin/gcc /usr/bin/g++ &
   pid_b=$!
 fi
 wait $pid_a; rc_a=$?
 rc_b=1
 [[ -n "$pid_b" ]] && { wait "$pid_b"; rc_b=$?; }
 echo "build default: exit $rc_a; build system g++: exit $rc_b"
-tail -n 3 /tmp/build_default.log
-[[ -f /tmp/build_system_gcc.log ]] && tail -n 3 /tmp/build_system_gcc.log
-((rc_a == 0)) || grep -m 20 -E "error|Error" /tmp/build_default.log
+tail -n 3 "$SCRATCH/build_default.log"
+[[ -f "$SCRATCH/build_system_gcc.log" ]] && tail -n 3 "$SCRATCH/build_system_gcc.log"
+((rc_a == 0)) || grep -m 20 -E "error|Error" "$SCRATCH/build_default.log"
 
 stage "bad input raises (each build in its own process)"
 use=
@@ -124,9 +127,10 @@ if [[ -n "${GPU_CHECK_DATA:-}" ]]; then
   stage "MNIST attack on the GPU: test images 5000:5100, 10 trials, 200 steps, every optimizer"
   # ZO-LSTM* run with an untrained, randomly initialized learned optimizer (no pretrained file ships yet):
   # their rows measure the pipeline and query accounting, not a learned optimizer's quality.
-  python3 -c 'from zol2l_ext.zo.lstm_optimizer import LearnedZO; import torch; torch.manual_seed(0); LearnedZO().save("/tmp/untrained_zolstm.pt")'
+  mkdir -p runs/gpu_check  # a relative path: the attack's results.json records the --learned path as given
+  python3 -c 'from zol2l_ext.zo.lstm_optimizer import LearnedZO; import torch; torch.manual_seed(0); LearnedZO().save("runs/gpu_check/untrained_zolstm.pt")'
   timeout "$(left 150)" python3 -m zol2l_ext.cli attack mnist --data-root "$GPU_CHECK_DATA" --device cuda \
-    --indices 5000:5100 --trials 10 --steps 200 --learned /tmp/untrained_zolstm.pt --no-progress \
+    --indices 5000:5100 --trials 10 --steps 200 --learned runs/gpu_check/untrained_zolstm.pt --no-progress \
     --optimizers zo-sgd,zo-signsgd,zo-adam,zo-szvr-g,guided-es,zo-lstm,zo-lstm-no-query,zo-lstm-no-update,zo-lstm-guided-es \
     --out "$RES/attack_mnist" 2>&1 | tail -n 30
   rc_attack=${PIPESTATUS[0]}

@@ -34,8 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (one experiment; default runs/reproduce/<exp>-<scale>)")
     p.add_argument("--out-root", default=os.path.join("runs", "reproduce"),
                    help="parent of the output folders when several experiments run (default runs/reproduce)")
-    p.add_argument("--results", default=os.path.join("docs", "results", "reproduce"),
-                   help="report: folder of saved results (default docs/results/reproduce)")
+    p.add_argument("--results", default=os.path.join("results", "reproduce"),
+                   help="report: folder of saved results (default results/reproduce)")
     p.add_argument("--report-out", default=os.path.join("docs", "RESULTS.md"), help="report: output file")
     p.add_argument("--replot", action="store_true", help="report: redraw every figure from its saved numbers first")
     p.add_argument("--seed", type=int, default=0, help="seed of the directions and problems (default 0)")

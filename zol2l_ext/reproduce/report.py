@@ -112,7 +112,7 @@ def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: s
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(results_dir: str = os.path.join("docs", "results", "reproduce"),
+def write_report(results_dir: str = os.path.join("results", "reproduce"),
                  out_path: str = os.path.join("docs", "RESULTS.md"), replot: bool = False) -> str:
     """Writes the report; ``replot`` redraws every figure from its saved numbers first (after a plot change)."""
     found = collect(results_dir)
