@@ -3,9 +3,9 @@
 `write_report(results_dir, out_path)` scans ``results_dir/*/result.json``, and writes, in the paper's order of
 experiments: a summary table, then per experiment and scale the figure(s), the paper's claims beside the
 measured numbers with a verdict, the experiment's own table where it has one, and the scale, parameters, seed,
-machine, wall time, command and commit. A hand-written discussion ``results_dir/notes/<experiment>.md`` is
-included under the experiment where it exists, and ``notes/overview.md`` after the summary table. Nothing in the
-report is typed in by hand except those notes.
+machine, wall time, command and commit. A hand-written discussion ``notes_dir/<experiment>.md`` (prose kept with
+the docs, default docs/reproduce_notes) is included under the experiment where it exists, and
+``notes_dir/overview.md`` after the summary table. Nothing in the report is typed in by hand except those notes.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..fileio import atomic_write_text
 
 __all__ = ["collect", "render", "write_report"]
 
+NOTES_DIR = os.path.join("docs", "reproduce_notes")
 _SCALE_ORDER = {s: i for i, s in enumerate(reversed(SCALES))}  # full first, then default, then tiny
 
 
@@ -52,7 +53,8 @@ def _rel(path: str, start: str) -> str:
     return os.path.relpath(path, start).replace(os.sep, "/")
 
 
-def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: str) -> str:
+def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: str,
+           notes_dir: str = NOTES_DIR) -> str:
     from . import EXPERIMENTS
 
     base = os.path.dirname(os.path.abspath(out_path))
@@ -82,7 +84,7 @@ def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: s
     missing = [n for n in EXPERIMENTS if n not in found]
     if missing:
         lines += ["", "Not run yet (no saved result): " + ", ".join(missing) + "."]
-    overview = os.path.join(results_dir, "notes", "overview.md")
+    overview = os.path.join(notes_dir, "overview.md")
     if os.path.exists(overview):
         with open(overview) as f:
             lines += ["", f.read().strip()]
@@ -92,7 +94,7 @@ def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: s
         doc = (mod.__doc__ or "").strip().split("\n\n")
         if len(doc) > 1:
             lines += [" ".join(doc[1].split()), ""]
-        note = os.path.join(results_dir, "notes", f"{name}.md")
+        note = os.path.join(notes_dir, f"{name}.md")
         if os.path.exists(note):
             with open(note) as f:
                 lines += [f.read().strip(), ""]
