@@ -34,6 +34,7 @@ if ROOT not in sys.path:
 
 import zol2l_ext  # noqa: E402
 from zol2l_ext import data as D  # noqa: E402
+from zol2l_ext.fileio import portable_path  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,17 +286,9 @@ def copy_bandwidth_gbs(n_bytes: int = 1 << 30, reps: int = 20) -> float:
 # The machine, the data root and paths as results record them
 # ----------------------------------------------------------------------------------------------------------
 def repo_relative(path: Optional[str]) -> Optional[str]:
-    """``path`` as a results file records it, so that no machine's absolute folders end up in the repository:
-    relative to the repository root with "/" separators when inside it or beside it (a data root next to the
-    checkout becomes ../shared/data), else its last component only (a temporary folder, a far data root)."""
-    if path is None:
-        return None
-    path = os.path.abspath(path)
-    try:
-        rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
-    except ValueError:  # another drive (Windows): no relative path exists
-        return os.path.basename(path)
-    return os.path.basename(path) if rel == "../.." or rel.startswith("../../") else rel
+    """``path`` as a results file records it: `zol2l_ext.fileio.portable_path` relative to the repository root
+    (a data root next to the checkout becomes ../shared/data; a far folder its last component only)."""
+    return portable_path(path, ROOT)
 
 
 def cpu_model() -> str:

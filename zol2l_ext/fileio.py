@@ -120,3 +120,27 @@ def check_output_folder(path: str | os.PathLike) -> str:
         if os.path.exists(probe):
             os.remove(probe)
     return path
+
+
+def portable_path(path: Optional[str | os.PathLike], start: str | os.PathLike = ".") -> Optional[str]:
+    """``path`` as a results file records it, so that no machine's absolute folders end up in files people share
+    or commit: relative to ``start`` (the current folder) with "/" separators when inside it or beside it (a data
+    root next to the checkout becomes ../shared/data/...), else its last component only."""
+    if path is None:
+        return None
+    path = os.path.abspath(os.fspath(path))
+    try:
+        rel = os.path.relpath(path, os.path.abspath(start)).replace(os.sep, "/")
+    except ValueError:  # another drive (Windows): no relative path exists
+        return os.path.basename(path)
+    return os.path.basename(path) if rel == "../.." or rel.startswith("../../") else rel
+
+
+def portable_argv(argv) -> list[str]:
+    """A recorded command line: the absolute paths among ``argv`` (also as --flag=PATH) made `portable_path`."""
+    def one(a: str) -> str:
+        flag, eq, value = a.partition("=")
+        if eq and flag.startswith("-") and os.path.isabs(value):
+            return f"{flag}={portable_path(value)}"
+        return portable_path(a) if os.path.isabs(a) else a
+    return [one(str(a)) for a in argv]

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 from . import tasks as T
 from . import tune as TU
 from .attack_setup import AttackSetupError
+from .fileio import portable_path
 from .zo.lstm_optimizer import LearnedZO
 from .zo.optimizers import OPTIMIZER_NAMES
 from .zo.problems import SPACES
@@ -232,7 +233,7 @@ def load_learned(spec, dataset: Optional[str] = None):
     if LearnedZO.is_path(spec):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"learned optimizer {spec!r}: no such file")
-        return LearnedZO.load(spec), spec  # a damaged file: a one-line ValueError naming it
+        return LearnedZO.load(spec), portable_path(spec)  # a damaged file: a one-line ValueError naming it
     return LearnedZO.pretrained(spec), spec
 
 

@@ -20,7 +20,7 @@ from .. import remote_attack as RA
 from .. import settings as S
 from ..attack_setup import AttackSetupError, resolve_device
 from ..cli_args import nonnegative_float, positive_float, positive_int
-from ..fileio import check_output_folder
+from ..fileio import check_output_folder, portable_path
 from ..threads import torch_threads
 from ..zo.problems import SPACES
 
@@ -170,7 +170,7 @@ def _attack(args) -> int:
     outcome.results["config"]["lr_source"] = st.lr_source
     outcome.results["config"]["optimizer_kwargs"] = st.optimizer_kwargs
     outcome.results["config"]["positions"] = aset.positions
-    outcome.results["config"]["target_source"] = aset.target.source
+    outcome.results["config"]["target_source"] = portable_path(aset.target.source)
     outcome.results["config"]["wall_seconds_total"] = round(time.perf_counter() - t_start, 2)
     paths = A.write_outputs(outcome, out, loss_x=args.loss_x, loss_log=None if args.loss_axis == "log" else False)
     print(A.format_table(outcome.results))

@@ -13,6 +13,7 @@ import sys
 from .. import data as D
 from .. import tasks as T
 from ..cli_args import float_list, positive_int
+from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
 from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
@@ -67,7 +68,7 @@ def _boost(args) -> int:
                                 seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr))
     model.set_boost(b, t)
     meta = dict(getattr(model, "meta", {}))
-    meta["commands"] = list(meta.get("commands", [])) + ["zol2l boost " + " ".join(shlex.quote(a) for a in args.argv)]
+    meta["commands"] = list(meta.get("commands", [])) + ["zol2l boost " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))]
     meta["boost_scores"] = {f"{bb:g}/{tt:g}": v for (bb, tt), v in scores.items()}
     print(f"zol2l boost: picked boost {b:g}, decay {t:g} (held-out objective {scores[(b, t)]:.4g}; "
           f"no boost: {scores.get((1.0, args.decays[0]), float('nan')):.4g})")

@@ -11,6 +11,7 @@ from .. import tasks as T
 from ..attack_setup import resolve_device
 from ..criteria import format_paired, paired_criteria
 from ..evaluate import DEFAULT_OPTIMIZERS
+from ..fileio import portable_argv
 from ..tasks import TASK_NAMES, TASKS
 from ..threads import torch_threads
 from ..zo.problems import SPACES
@@ -75,7 +76,7 @@ def _evaluate(args) -> int:
     result = E.evaluate_task(task, part=args.part, optimizers=optimizers, trials=args.trials, steps=args.steps,
                              items=args.items, seed=args.seed, learned=args.learned, tuned=args.tuned,
                              device=device, data_root=args.data_root, progress=not args.no_progress)
-    result["command"] = "zol2l evaluate " + " ".join(getattr(args, "argv", []) or [args.task])
+    result["command"] = "zol2l evaluate " + " ".join(portable_argv(getattr(args, "argv", []) or [args.task]))
     criteria = E.quality_criteria(result, from_step=args.from_step)
     paired = paired_criteria(result)
     out = args.out or os.path.join("runs", f"eval-{args.task}")

@@ -11,6 +11,7 @@ import torch
 from .. import data as D
 from .. import distributed as DI
 from .. import tasks as T
+from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
 from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
@@ -121,7 +122,7 @@ def _train(args) -> int:
         else:
             cfg.lr_query = args.lr
     cfg.validate()
-    command = "zol2l train " + " ".join(shlex.quote(a) for a in args.argv)
+    command = "zol2l train " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))
     commands = [command]
     model = None
     if args.init:
