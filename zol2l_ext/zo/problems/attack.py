@@ -51,7 +51,8 @@ class AttackProblem(BlackBoxProblem):
     ``success(theta)`` = the predicted label differs from t0 (targeted: equals the target): the label read that
     a score-based black box returns with f(theta), not counted as a query by the runner. Every call also sets
     ``last_row0_success`` (the success of ``points[:, 0]``, from the same forward), which the runner uses instead
-    of a separate ``success()`` forward when it can. ``distortion(theta)`` = (L1, L2) distances between x and x0 (L2 not squared).
+    of a separate ``success()`` forward when it can. ``distortion(theta)`` = (L1, L2) distances between x and x0
+    (L2 not squared).
     """
 
     reports_row0_success = True
