@@ -6,6 +6,8 @@ Modules:
   lstm_optimizer  CoordinateLSTM (ops.lstm_step), UpdateRNN, QueryRNN, LearnedZO (save / load / pretrained)
   optimizers      ZO-SGD, ZO-signSGD, ZO-ADAM, ZO-SZVR-G, Guided ES, ZO-LSTM and ablations; make_optimizer
   runner          minimize(): exact query counting, budgets, early stops, resumable runs
+  run_state       RunResult, RunState (checkpoints), StepInfo given to callbacks
+  run_batch       BatchRun: the bookkeeping of one minimize() call
   seeding         counter-based per-problem seeds (SplitMix64)
 """
 from .estimator import (  # noqa: F401

@@ -15,7 +15,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from .optimizers import ZOLSTM
 from .problems import BlackBoxProblem
+from .seeding import step_seeds
 
 __all__ = ["SparseQuadraticProblem", "query_share_on_active"]
 
@@ -79,9 +81,6 @@ def query_share_on_active(model, problem: SparseQuadraticProblem, steps: int, q:
     """Along a test-time run of ZO-LSTM with the QueryRNN always on (p = 1), the mean over problems of the share
     of the normalised query scale's energy on the active coordinates, sum_{j in S} s_hat_j^2 / d, per step
     (isotropic sampling gives k / d): how much the QueryRNN concentrates its directions where f depends."""
-    from .optimizers import ZOLSTM
-    from .seeding import step_seeds
-
     opt = ZOLSTM(model, q=q, mu=mu, use_query=True, query_prob=1.0)
     theta = problem.initial_point()
     state = opt.init_state(theta)
