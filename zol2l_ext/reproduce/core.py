@@ -32,12 +32,17 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from ..fileio import atomic_write_json
+from ..zo.optimizers import optimizer_names
 
-__all__ = ["FORMAT", "SCALES", "VERDICTS", "Context", "run_experiment", "machine_info", "claim", "load_result"]
+__all__ = ["FORMAT", "SCALES", "VERDICTS", "BASELINES", "Context", "run_experiment", "machine_info", "claim",
+           "load_result"]
 
 FORMAT = "zol2l-reproduce/1"
 SCALES = ("tiny", "default", "full")
 VERDICTS = ("supported", "partly", "inconclusive", "not supported", "not tested")
+#: the baselines the learned optimizer is compared with: the registry's tunable optimizers (ZO-SGD, ZO-signSGD,
+#: ZO-ADAM), in its order
+BASELINES = list(optimizer_names(tunable=True))
 
 
 def claim(text: str, measured: str, verdict: str) -> Dict[str, str]:

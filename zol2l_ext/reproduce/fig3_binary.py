@@ -21,12 +21,11 @@ from typing import Any, Dict, List
 import numpy as np
 
 from .compare import fmt, lowest_final_claim
-from .core import claim
+from .core import BASELINES, claim
 from .figures import COLORS, curve_panel, panels, save
 
 TITLE = "Synthetic binary classification: loss vs iterations, and the effect of q, b and d"
 PAPER = "Fig. 3 (Sec. 4.2)"
-BASELINES = ["zo-sgd", "zo-signsgd", "zo-adam"]
 OPTIMIZERS = BASELINES + ["zo-lstm"]
 TASK = "binary"
 #: sweep name -> TaskSpec field

@@ -82,10 +82,8 @@ def baseline_kwargs(task: str, name: str) -> Tuple[Dict[str, float], str]:
     lr, kw, source = baseline_settings(name, task)
     if lr is not None:
         return {"lr": lr, **kw}, source
-    opt = make_optimizer(name)
-    kw = {"lr": opt.lr}
-    if name == "zo-adam":
-        kw.update(beta1=opt.beta1, beta2=opt.beta2)
+    cfg = make_optimizer(name).config()
+    kw = {k: cfg[k] for k in ("lr", "beta1", "beta2") if k in cfg}  # betas: zo-adam
     return kw, "optimizer default (untuned)"
 
 

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from .compare import fmt
-from .core import claim
+from .core import BASELINES, claim
 from .figures import plt, save
 
 TITLE = "Adversarial examples and predicted labels along the attack (MNIST)"
 PAPER = "Table 1 and App. A.2"
-BASELINES = ["zo-sgd", "zo-signsgd", "zo-adam"]
 OPTIMIZERS = BASELINES + ["zo-lstm"]
 PAPER_ITERATIONS = [0, 25, 48, 62, 75, 100, 116, 150]
 

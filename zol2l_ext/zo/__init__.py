@@ -4,7 +4,7 @@ Modules:
   problems        BlackBoxProblem protocol; AttackProblem, BinaryClassificationProblem, CallableProblem
   estimator       Gaussian / Guided-ES / central-difference estimators on the fused ops
   lstm_optimizer  CoordinateLSTM (ops.lstm_step), UpdateRNN, QueryRNN, LearnedZO (save / load / pretrained)
-  optimizers      ZO-SGD, ZO-signSGD, ZO-ADAM, ZO-SZVR-G, Guided ES, ZO-LSTM and ablations; make_optimizer
+  optimizers      ZO-SGD, ZO-signSGD, ZO-ADAM, ZO-SZVR-G, Guided ES, ZO-LSTM and ablations; the registry
   runner          minimize(): exact query counting, budgets, early stops, resumable runs
   seeding         counter-based per-problem seeds (SplitMix64)
 """
@@ -22,6 +22,7 @@ from .optimizers import (  # noqa: F401
     OPTIMIZER_NAMES,
     OPTIMIZERS,
     GuidedES,
+    OptimizerTraits,
     ZOAdam,
     ZOLSTM,
     ZOLSTMGuidedES,
@@ -33,6 +34,8 @@ from .optimizers import (  # noqa: F401
     ZOSZVRG,
     make_optimizer,
     optimizer_from_state_dict,
+    optimizer_names,
+    optimizer_traits,
 )
 from .problems import (  # noqa: F401
     AttackProblem,
