@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Union
 from . import tasks as T
 from .attack import DATASET_TASKS  # the attack dataset -> its task (whose shipped tuning attack uses)
 from .fileio import atomic_write_json
+from .zo.optimizers import canonical_name
 from .tune_search import (ADAM_BETAS, ADAM_DEFAULT_BETAS, DEFAULT_FINE, DEFAULT_GRID, FORMAT,  # noqa: F401
                           TUNABLE, tune_baselines, tunes_betas)
 
@@ -77,7 +78,7 @@ def tuned_kwargs(source: Union[str, os.PathLike, Dict[str, Any]], name: str) -> 
         table = _chosen(source) if "optimizers" in source else source
     else:
         table = load_tuned(source)
-    key = str(name).lower().replace("_", "-")
+    key = canonical_name(name)
     if key not in table:
         raise KeyError(f"no tuned values for {name!r} (tuned: {', '.join(table) or 'none'})")
     return dict(table[key])

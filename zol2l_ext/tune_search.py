@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from . import tasks as T
-from .zo.optimizers import make_optimizer, optimizer_class, optimizer_names
+from .zo.optimizers import canonical_name, make_optimizer, optimizer_class, optimizer_names
 from .zo.runner import minimize
 
 try:
@@ -126,7 +126,7 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
     """
     spec = T.get_task(task) if isinstance(task, str) else task
     tunable = optimizer_names(tunable=True)
-    optimizers = tunable if optimizers is None else [str(n).lower().replace("_", "-") for n in optimizers]
+    optimizers = tunable if optimizers is None else [canonical_name(n) for n in optimizers]
     bad = [n for n in optimizers if n not in tunable]
     if bad:
         raise ValueError(f"tuning supports {', '.join(tunable)}; got {', '.join(bad)}")

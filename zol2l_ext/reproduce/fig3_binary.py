@@ -20,6 +20,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from ..tasks import get_task
 from .compare import fmt, lowest_final_claim
 from .core import BASELINES, claim
 from .figures import COLORS, curve_panel, panels, save
@@ -47,8 +48,6 @@ _KEEP = ("lr", "lr_source", "kwargs", "final_loss", "final_loss_std", "final_los
 
 
 def _spec(q: int, b: int, d: int):
-    from ..tasks import get_task
-
     base = get_task(TASK)
     if (q, b, d) == (base.q, base.minibatch, base.dim):
         return base
@@ -70,8 +69,6 @@ def _evaluate(ctx, q: int, b: int, d: int, items: int, trials: int, optimizers: 
 
 
 def run(ctx) -> Dict[str, Any]:
-    from ..tasks import get_task
-
     p = ctx.params
     base = get_task(TASK)
     b0 = {"q": base.q, "b": base.minibatch, "d": base.dim}
