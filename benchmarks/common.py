@@ -288,7 +288,7 @@ def copy_bandwidth_gbs(n_bytes: int = 1 << 30, reps: int = 20) -> float:
 def repo_relative(path: Optional[str]) -> Optional[str]:
     """``path`` as a results file records it: `zol2l_ext.fileio.portable_path` relative to the repository root
     (a data root next to the checkout becomes ../shared/data; a far folder its last component only)."""
-    return portable_path(path, ROOT)
+    return portable_path(path, ROOT, far="name")
 
 
 def cpu_model() -> str:

@@ -122,18 +122,23 @@ def check_output_folder(path: str | os.PathLike) -> str:
     return path
 
 
-def portable_path(path: Optional[str | os.PathLike], start: str | os.PathLike = ".") -> Optional[str]:
+def portable_path(path: Optional[str | os.PathLike], start: str | os.PathLike = ".",
+                  far: str = "absolute") -> Optional[str]:
     """``path`` as a results file records it, so that no machine's absolute folders end up in files people share
     or commit: relative to ``start`` (the current folder) with "/" separators when inside it or beside it (a data
-    root next to the checkout becomes ../shared/data/...), else its last component only."""
+    root next to the checkout becomes ../shared/data/...); a path farther away stays absolute (``far``
+    "absolute": a user's own file stays identifiable) or keeps its last component only (``far`` "name": for
+    files that go into the repository, such as benchmark results)."""
     if path is None:
         return None
     path = os.path.abspath(os.fspath(path))
     try:
         rel = os.path.relpath(path, os.path.abspath(start)).replace(os.sep, "/")
     except ValueError:  # another drive (Windows): no relative path exists
-        return os.path.basename(path)
-    return os.path.basename(path) if rel == "../.." or rel.startswith("../../") else rel
+        rel = "../../"
+    if rel == "../.." or rel.startswith("../../"):
+        return os.path.basename(path) if far == "name" else path
+    return rel
 
 
 def portable_argv(argv) -> list[str]:

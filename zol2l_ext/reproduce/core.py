@@ -31,13 +31,32 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from ..evaluate import evaluate_task
 from ..fileio import atomic_write_json
+from ..zo.optimizers import optimizer_names
 
-__all__ = ["FORMAT", "SCALES", "VERDICTS", "Context", "run_experiment", "machine_info", "claim", "load_result"]
+__all__ = ["FORMAT", "EXPERIMENTS", "SCALES", "VERDICTS", "BASELINES", "Context", "run_experiment", "machine_info",
+           "claim", "load_result"]
 
 FORMAT = "zol2l-reproduce/1"
+#: command name -> module of this package, in the paper's order
+EXPERIMENTS = {
+    "fig2": "fig2_attack",
+    "fig3": "fig3_binary",
+    "fig4abc": "fig4abc_ablation",
+    "fig4d": "fig4d_cosine",
+    "fig4e": "fig4e_trajectory",
+    "fig8": "fig8_dimension",
+    "fig9": "fig9_perturbation",
+    "fig10": "fig10_bernoulli",
+    "fig11": "fig11_szvrg",
+    "table1": "table1_examples",
+}
 SCALES = ("tiny", "default", "full")
 VERDICTS = ("supported", "partly", "inconclusive", "not supported", "not tested")
+#: the baselines the learned optimizer is compared with: the registry's tunable optimizers (ZO-SGD, ZO-signSGD,
+#: ZO-ADAM), in its order
+BASELINES = list(optimizer_names(tunable=True))
 
 
 def claim(text: str, measured: str, verdict: str) -> Dict[str, str]:
@@ -104,7 +123,6 @@ class Context:
                  seed: Optional[int] = None) -> Dict[str, Any]:
         """`evaluate.evaluate_task` on this context's device and data root; ``rename`` maps optimizer names of the
         result (e.g. {"zo-lstm": "zo-lstm-finetune"})."""
-        from ..evaluate import evaluate_task
 
         res = evaluate_task(task, part=part, optimizers=optimizers, trials=trials, steps=steps, items=items,
                             seed=self.seed if seed is None else seed, learned=learned, tuned=tuned,
@@ -144,8 +162,6 @@ def _git_commit() -> Optional[str]:
 
 
 def experiment_module(name: str):
-    from . import EXPERIMENTS
-
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     return importlib.import_module(f"{__package__}.{EXPERIMENTS[name]}")

@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..evaluate import baseline_settings
+from ..zo.lstm_optimizer import LearnedZO
+from ..zo.optimizers import make_optimizer, optimizer_traits
 from .compare import fmt, lowest_final_claim
 from .core import claim
 from .figures import arr, curve_panel, panels, save
@@ -33,10 +35,7 @@ SCALES = {
 
 def cumulative_queries(name: str, q: int, steps: int) -> List[int]:
     """Queries per problem spent after 0..steps steps of optimizer ``name`` (its ``queries_at``)."""
-    from ..zo.lstm_optimizer import LearnedZO
-    from ..zo.optimizers import make_optimizer
-
-    kw = {"model": LearnedZO()} if name.startswith("zo-lstm") else {}  # weights do not change the cost
+    kw = {"model": LearnedZO()} if optimizer_traits(name).learned else {}  # weights do not change the cost
     opt = make_optimizer(name, q=q, **kw)
     return opt.query_axis(steps)
 

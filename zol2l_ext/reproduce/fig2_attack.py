@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from .compare import fmt, lowest_final_claim, paired_lower
-from .core import claim
+from .core import BASELINES, claim
 from .figures import curve_panel, panels, save, success_figure
 
 TITLE = "Black-box attack loss vs iterations (MNIST, CIFAR-10)"
 PAPER = "Fig. 2 and App. A.3"
-BASELINES = ["zo-sgd", "zo-signsgd", "zo-adam"]
 
 _MNIST = {"task": "mnist-attack", "learned": "mnist-attack", "finetune": None}
 _CIFAR = {"task": "cifar-attack", "learned": "cifar-attack", "finetune": "cifar-attack-finetune"}

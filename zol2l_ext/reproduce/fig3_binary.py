@@ -20,13 +20,13 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from ..tasks import get_task
 from .compare import fmt, lowest_final_claim
-from .core import claim
+from .core import BASELINES, claim
 from .figures import COLORS, curve_panel, panels, save
 
 TITLE = "Synthetic binary classification: loss vs iterations, and the effect of q, b and d"
 PAPER = "Fig. 3 (Sec. 4.2)"
-BASELINES = ["zo-sgd", "zo-signsgd", "zo-adam"]
 OPTIMIZERS = BASELINES + ["zo-lstm"]
 TASK = "binary"
 #: sweep name -> TaskSpec field
@@ -48,8 +48,6 @@ _KEEP = ("lr", "lr_source", "kwargs", "final_loss", "final_loss_std", "final_los
 
 
 def _spec(q: int, b: int, d: int):
-    from ..tasks import get_task
-
     base = get_task(TASK)
     if (q, b, d) == (base.q, base.minibatch, base.dim):
         return base
@@ -71,8 +69,6 @@ def _evaluate(ctx, q: int, b: int, d: int, items: int, trials: int, optimizers: 
 
 
 def run(ctx) -> Dict[str, Any]:
-    from ..tasks import get_task
-
     p = ctx.params
     base = get_task(TASK)
     b0 = {"q": base.q, "b": base.minibatch, "d": base.dim}

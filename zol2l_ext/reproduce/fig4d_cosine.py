@@ -24,10 +24,12 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
+from ..zo.estimator import gaussian_estimate
+from ..zo.seeding import step_seeds
 from .compare import fmt
 from .core import claim
-from .probe import attack_setup, cosine, learned_info, make_zo_lstm, num, nums, predicted_scale, training_note
 from .figures import arr, panels, plt, save
+from .probe import attack_setup, cosine, learned_info, make_zo_lstm, num, nums, predicted_scale, training_note
 
 TITLE = "Cosine similarity of the ZO gradient estimate with the true gradient, with and without the QueryRNN"
 PAPER = "Fig. 4(d)"
@@ -50,9 +52,6 @@ def _mean_of(x: torch.Tensor, mask: torch.Tensor):
 
 
 def _run_q(ctx, q: int) -> Dict[str, Any]:
-    from ..zo.estimator import gaussian_estimate
-    from ..zo.seeding import step_seeds
-
     p = ctx.params
     spec, problem, model, desc = attack_setup(ctx, p["task"], p["learned"], int(p["items"]))
     opt = make_zo_lstm(spec, model, q=q)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..zo.seeding import step_seeds
 from .compare import fmt
 from .core import claim
 from .figures import COLORS, arr, panels, save
@@ -78,8 +79,6 @@ def _nanmedian(x: Tensor) -> Optional[float]:
 
 # ------------------------------------------------------------------------------------------------- the run
 def _trace(ctx) -> Dict[str, Any]:
-    from ..zo.seeding import step_seeds
-
     p = ctx.params
     spec, problem, model, desc = attack_setup(ctx, p["task"], p["learned"], int(p["items"]))
     opt = make_zo_lstm(spec, model)

@@ -18,8 +18,13 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from .compare import fmt
+from ..attack import build_optimizer
 from ..evaluate import baseline_settings
+from ..evaluate import resolve_learned
+from ..tasks import get_task, load_task
+from ..zo.problems import AttackProblem
+from ..zo.runner import minimize
+from .compare import fmt
 from .core import claim
 from .figures import COLORS, panels, save
 
@@ -41,8 +46,6 @@ SCALES = {
 def build_problem(td, rows: int, trials: int, resolution, device) -> Any:
     """The attack of the first ``rows`` items of ``td`` (``trials`` copies, trial-major) with its variable at
     ``resolution`` (h, w), upsampled to the image size (None or the image size: the full-resolution problem)."""
-    from ..zo.problems import AttackProblem
-
     spec = td.spec
     images = td.images[:rows].to(device).repeat(trials, 1, 1, 1)
     labels = td.labels[:rows].to(device).repeat(trials)
@@ -55,9 +58,6 @@ def build_problem(td, rows: int, trials: int, resolution, device) -> Any:
 
 def _one(ctx, td, resolution, name: str, lr: float, learned) -> Dict[str, Any]:
     """One optimizer at one resolution: per-row iterations to first success (-1: none within the steps)."""
-    from ..attack import build_optimizer
-    from ..zo.runner import minimize
-
     p = ctx.params
     spec = td.spec
     problem = build_problem(td, p["items"], p["trials"], resolution, ctx.device)
@@ -83,9 +83,6 @@ def _one(ctx, td, resolution, name: str, lr: float, learned) -> Dict[str, Any]:
 
 
 def run(ctx) -> Dict[str, Any]:
-    from ..evaluate import resolve_learned
-    from ..tasks import get_task, load_task
-
     p = ctx.params
     spec = get_task(p["task"])
     if p.get("lr") is not None:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
+from ..zo.seeding import step_seeds
 from .compare import fmt
 from .core import claim
 from .probe import (attack_setup, learned_info, make_zo_lstm, num, nums, pearson, predicted_variance,
@@ -56,8 +57,6 @@ def top_share(x: torch.Tensor, frac: float = TOP_SHARE) -> torch.Tensor:
 
 
 def _attack(ctx, problem, opt, steps: int, trace: bool):
-    from ..zo.seeding import step_seeds
-
     theta = problem.initial_point().to(ctx.device)
     state = opt.init_state(theta)
     ids = torch.arange(problem.batch, dtype=torch.int64, device=theta.device)

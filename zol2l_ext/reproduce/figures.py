@@ -12,15 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..plots import mean_std_curve, success_rate_curve  # noqa: E402
+from ..zo.optimizers import optimizer_names, optimizer_traits  # noqa: E402
 
 __all__ = ["arr", "panels", "curve_panel", "success_panel", "success_figure", "save", "plt"]
 
-#: one colour per optimizer across every figure of the report
-COLORS = {
-    "zo-sgd": "tab:blue", "zo-signsgd": "tab:orange", "zo-adam": "tab:green", "zo-lstm": "tab:red",
-    "zo-lstm-finetune": "tab:purple", "zo-lstm-no-query": "tab:brown", "zo-lstm-no-update": "tab:pink",
-    "zo-lstm-guided-es": "tab:olive", "zo-szvr-g": "tab:cyan", "guided-es": "tab:gray",
-}
+#: one colour per optimizer across every figure of the report: each optimizer's own (its registry traits), and
+#: the fine-tuned ZO-LSTM's (a variant of zo-lstm that the experiments name "zo-lstm-finetune")
+COLORS = {**{name: optimizer_traits(name).colour for name in optimizer_names()}, "zo-lstm-finetune": "tab:purple"}
 
 
 def arr(values) -> np.ndarray:

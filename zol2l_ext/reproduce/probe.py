@@ -10,6 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import tasks as T
+from ..attack import build_optimizer
+from ..evaluate import baseline_settings, resolve_learned
+from ..zo.optimizers import make_optimizer
+
+
 def num(x, nd: int = 6) -> Optional[float]:
     """A JSON number with ``nd`` significant digits (None for NaN / inf)."""
     x = float(x)
@@ -23,9 +29,6 @@ def nums(t, nd: int = 6) -> list:
 
 def attack_setup(ctx, task: str, learned: str, items: int):
     """(spec, problem of the first ``items`` test images on ctx.device, LearnedZO, its description)."""
-    from .. import tasks as T
-    from ..evaluate import resolve_learned
-
     spec = T.get_task(task)
     if spec.kind != "attack":
         raise ValueError(f"{task} is not an attack task")
@@ -39,8 +42,6 @@ def attack_setup(ctx, task: str, learned: str, items: int):
 
 def learned_info(learned: str) -> Dict[str, Any]:
     """What the weights' metadata says about their training (stage, epoch, meta-updates, gradient mode)."""
-    from ..evaluate import resolve_learned
-
     model, desc = resolve_learned(learned, learned)
     meta = dict(getattr(model, "meta", {}) or {})
     return {"weights": desc, **{k: meta[k] for k in ("stage", "epoch", "updates", "grad_mode", "q") if k in meta}}
@@ -54,8 +55,6 @@ def training_note(info: Optional[Dict[str, Any]]) -> str:
 
 
 def make_zo_lstm(spec, model, q: Optional[int] = None, name: str = "zo-lstm"):
-    from ..attack import build_optimizer
-
     return build_optimizer(name, spec.q if q is None else int(q), spec.mu, None, learned=model)
 
 
@@ -76,16 +75,11 @@ def predicted_variance(opt, state: Dict[str, Any]) -> Tensor:
 def baseline_kwargs(task: str, name: str) -> Tuple[Dict[str, float], str]:
     """(make_optimizer kwargs: lr and, for zo-adam, betas; their source): `evaluate.baseline_settings`, with the
     optimizer's own defaults where that gives no lr."""
-    from ..evaluate import baseline_settings
-    from ..zo.optimizers import make_optimizer
-
     lr, kw, source = baseline_settings(name, task)
     if lr is not None:
         return {"lr": lr, **kw}, source
-    opt = make_optimizer(name)
-    kw = {"lr": opt.lr}
-    if name == "zo-adam":
-        kw.update(beta1=opt.beta1, beta2=opt.beta2)
+    cfg = make_optimizer(name).config()
+    kw = {k: cfg[k] for k in ("lr", "beta1", "beta2") if k in cfg}  # betas: zo-adam
     return kw, "optimizer default (untuned)"
 
 

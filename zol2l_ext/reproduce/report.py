@@ -15,8 +15,8 @@ import os
 from collections import Counter
 from typing import Any, Dict, List
 
-from .core import SCALES, experiment_module, load_result
 from ..fileio import atomic_write_text
+from .core import EXPERIMENTS, SCALES, experiment_module, load_result
 
 __all__ = ["collect", "render", "write_report"]
 
@@ -26,8 +26,6 @@ _SCALE_ORDER = {s: i for i, s in enumerate(reversed(SCALES))}  # full first, the
 
 def collect(results_dir: str) -> Dict[str, List[Dict[str, Any]]]:
     """{experiment: [result, ...]} of every result.json under ``results_dir`` (full scale first)."""
-    from . import EXPERIMENTS
-
     found: Dict[str, List[Dict[str, Any]]] = {}
     for path in sorted(glob.glob(os.path.join(results_dir, "*", "result.json"))):
         res = load_result(path)
@@ -55,8 +53,6 @@ def _rel(path: str, start: str) -> str:
 
 def render(found: Dict[str, List[Dict[str, Any]]], out_path: str, results_dir: str,
            notes_dir: str = NOTES_DIR) -> str:
-    from . import EXPERIMENTS
-
     base = os.path.dirname(os.path.abspath(out_path))
     lines = [
         "# Reproducing the paper: results",

@@ -18,13 +18,16 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from ..attack import build_optimizer
+from ..evaluate import baseline_settings, resolve_learned
+from ..tasks import get_task, load_task, make_problem
+from ..zo.runner import minimize
 from .compare import fmt
-from .core import claim
+from .core import BASELINES, claim
 from .figures import plt, save
 
 TITLE = "Adversarial examples and predicted labels along the attack (MNIST)"
 PAPER = "Table 1 and App. A.2"
-BASELINES = ["zo-sgd", "zo-signsgd", "zo-adam"]
 OPTIMIZERS = BASELINES + ["zo-lstm"]
 PAPER_ITERATIONS = [0, 25, 48, 62, 75, 100, 116, 150]
 
@@ -51,11 +54,6 @@ def _from_u8(s: str, shape) -> np.ndarray:
 def _attack(ctx, td, name: str, learned) -> Dict[str, Any]:
     """One optimizer on all rows: labels, loss, L1, L2 (and images of the shown rows) at the shown iterations;
     the exact first changed label and the distortion there."""
-    from ..attack import build_optimizer
-    from ..evaluate import baseline_settings
-    from ..tasks import make_problem
-    from ..zo.runner import minimize
-
     p = ctx.params
     spec = td.spec
     n_stat = int(p["stat_images"])
@@ -116,9 +114,6 @@ def _attack(ctx, td, name: str, learned) -> Dict[str, Any]:
 
 
 def run(ctx) -> Dict[str, Any]:
-    from ..evaluate import resolve_learned
-    from ..tasks import get_task, load_task
-
     p = ctx.params
     spec = get_task(p["task"])
     if not 1 <= int(p["images"]) <= int(p["stat_images"]):

@@ -4,7 +4,7 @@ Modules:
   problems        BlackBoxProblem protocol; AttackProblem, BinaryClassificationProblem, CallableProblem
   estimator       Gaussian / Guided-ES / central-difference estimators on the fused ops
   lstm_optimizer  CoordinateLSTM (ops.lstm_step), UpdateRNN, QueryRNN, LearnedZO (save / load / pretrained)
-  optimizers      ZO-SGD, ZO-signSGD, ZO-ADAM, ZO-SZVR-G, Guided ES, ZO-LSTM and ablations; make_optimizer
+  optimizers      ZO-SGD, ZO-signSGD, ZO-ADAM, ZO-SZVR-G, Guided ES, ZO-LSTM and ablations; the registry
   runner          minimize(): exact query counting, budgets, early stops, resumable runs
   run_state       RunResult, RunState (checkpoints), StepInfo given to callbacks
   run_batch       BatchRun: the bookkeeping of one minimize() call
@@ -24,6 +24,7 @@ from .optimizers import (  # noqa: F401
     OPTIMIZER_NAMES,
     OPTIMIZERS,
     GuidedES,
+    OptimizerTraits,
     ZOAdam,
     ZOLSTM,
     ZOLSTMGuidedES,
@@ -35,6 +36,8 @@ from .optimizers import (  # noqa: F401
     ZOSZVRG,
     make_optimizer,
     optimizer_from_state_dict,
+    optimizer_names,
+    optimizer_traits,
 )
 from .problems import (  # noqa: F401
     AttackProblem,

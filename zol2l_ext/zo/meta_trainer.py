@@ -1,66 +1,40 @@
-"""Meta-training of the learned ZO optimizer (paper Sec. 3; DESIGN.md "Training").
+"""Meta-training of the learned ZO optimizer (paper Sec. 3; DESIGN.md "Training"): the trainer loop.
 
 One *update* of the meta-optimizer's schedule = one trajectory of ``horizon`` optimizer steps on a meta-batch
 of B problems (B images attacked at once, each with its own coordinatewise LSTM states), cut into windows of
 ``unroll`` steps (truncated BPTT): after each window the meta-loss is backpropagated, the meta-gradient is
 clipped (by its global norm by default, elementwise to [-clip, clip] with ``clip_mode="value"``, the reference
 code's) and Adam steps; then the iterate and the LSTM states are detached and the trajectory goes on. Each
-update logs the meta-gradient's norm and the fraction clipped per window.
-
-Meta-loss of a window (`window_loss`): ``sum_t w_t mean_b f_b(theta_t) + sum_t mean_b lambda ||s_t - 1||^2``
-(t the step number within the horizon, 1-based; the regulariser only where the QueryRNN runs) with
-``weighting="linear"``: w_t = t (eq. 4), or ``"uniform"``: w_t = 1 (the area under the loss curve, which weighs
-the early steps, where queries to a first success are decided, as much as the late ones). With ``normalize``
-each problem's terms are divided by ``sum_t w_t * f_b(theta_0)``, so that every problem and every window of a
-trajectory pushes with the weight the objective gives it, whatever the size of its loss.
-``objective="reference"`` uses the reference code's ``w_t (f(theta_t) - f(theta_{t-1}))``, the earlier value
-detached (taken from the same step's query of theta). On stochastic problems f(theta_t) of the meta-loss is read
-on a minibatch independent of the step's queries (`meta_step`).
-Because f(theta_{t-1}) is detached, its meta-gradient is exactly eq. 4's: only the logged value differs, and it
-cannot move the trade-off between early and late steps (``weighting`` does).
-
-Stages: stage 1 trains the UpdateRNN with standard Gaussian directions (no QueryRNN); stage 2 freezes the
-UpdateRNN and trains the QueryRNN (always used during training: Bernoulli p = 1), the meta-gradient reaching
-the scale s through the reparameterised directions u = s_hat * z (``ops.sample_queries``' backward) and through
-the values f(theta + mu u) in first-order mode.
-
-Gradient flow and the optimizee's gradient (DESIGN.md's two modes):
-* The estimator's inputs are detached from theta (the points are built from ``theta.detach()``, the value
-  f(theta) enters the estimate detached), as in Andrychowicz et al.: the meta-gradient flows from
-  f(theta_t) back through theta_t = theta_{t-1} + Delta theta_t into the UpdateRNN, not through the
-  second-order dependence of the estimate on theta. The reference code does the same: it reads the optimizee's
-  parameters through ``.data``, so its finite differences are not differentiated with respect to theta either.
-* ``grad_mode="first-order"``: f(theta_t) of the meta-loss is ``problem.differentiable_values`` (autograd
-  through the black box: training time only); in stage 2 the query values f(theta + mu u) are differentiable
-  too, so the meta-gradient sees how the values move with the directions.
-* ``grad_mode="zeroth-order"``: f(theta_t) is `estimator.zo_objective`, whose backward is the coordinatewise
-  central differences of eq. 5 (2d queries, in chunks of ``zo_chunk`` coordinates); the query values are
-  constants and the meta-gradient reaches s only through the u factor of the estimate.
+update logs the meta-gradient's norm and the fraction clipped per window. The objective, the stages and the
+gradient flow are described in `meta_step`; the settings in `meta_config`; held-out runs in `meta_heldout`.
 
 Checkpoints (``torch.save``, loaded with ``weights_only=True``) hold the learned weights, the Adam state, the
 problem sampler's RNG state, the counters, the log and the best weights so far (by the held-out objective, the
 loss curve weighted as ``weighting``, on the held-out problems run as at test time: ZO-LSTM with the Bernoulli p
 of the config). A checkpoint is written after every update, so an interrupted run resumes from the last finished
 update with the same next step.
+
+This module is also where the meta-training names are imported from (`MetaTrainConfig`, `meta_step`,
+`window_loss`, `evaluate_learned`, ...).
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from torch import Tensor
 
 from .. import distributed as DI
-from .. import ops
 from ..fileio import atomic_torch_save, load_torch_file
-from .estimator import evaluate, zo_objective
-from .lstm_optimizer import LearnedZO, QueryRNN
-from .seeding import SALT_DATA, SALT_META, derive, splitmix64_int, step_seeds
+from .lstm_optimizer import LearnedZO
+from .meta_config import CHECKPOINT_FORMAT, MetaTrainConfig, ProblemSet
+from .meta_heldout import evaluate_learned, pick_on_heldout  # noqa: F401  (pick_on_heldout: re-exported)
+from .meta_logs import write_logs
+from .meta_step import (clip_meta_gradient, detach_state, init_meta_state, meta_step,  # noqa: F401
+                        step_weight, weighted_curve_mean, window_loss)
+from .seeding import splitmix64_int
 
 try:
     from tqdm.auto import tqdm
@@ -68,256 +42,8 @@ except ImportError:  # pragma: no cover
     tqdm = None
 
 __all__ = ["MetaTrainConfig", "MetaTrainer", "ProblemSet", "meta_step", "window_loss", "clip_meta_gradient",
-           "step_weight", "weighted_curve_mean",
-           "init_meta_state", "CHECKPOINT_FORMAT", "evaluate_learned", "pick_on_heldout"]
-
-CHECKPOINT_FORMAT = "zol2l-metatrain-v1"
-GRAD_MODES = ("first-order", "zeroth-order")
-OBJECTIVES = ("eq4", "reference")
-WEIGHTINGS = ("linear", "uniform")
-CLIP_MODES = ("norm", "value")
-
-
-class ProblemSet(Protocol):
-    """Where meta-batches come from: ``len(ps)`` items, ``ps.make(rows, repeat=1)`` one batched problem."""
-
-    def __len__(self) -> int: ...
-
-    def make(self, rows, repeat: int = 1): ...
-
-
-@dataclass
-class MetaTrainConfig:
-    task: str = "custom"
-    stage: int = 1
-    grad_mode: str = "first-order"
-    epochs: int = 10
-    updates_per_epoch: int = 10
-    batch: int = 10  # problems per meta-batch
-    horizon: int = 200
-    unroll: int = 20
-    q: int = 20
-    mu: float = 0.005
-    lr_update: float = 1e-3  # Adam, stage 1 (the reference code's value)
-    lr_query: float = 5e-3  # Adam, stage 2
-    lam: float = 0.005  # eq. 4's lambda
-    clip: float = 1.0  # meta-gradient clipped to global norm clip ("norm") or elementwise to [-clip, clip]
-    clip_mode: str = "norm"
-    normalize: bool = True  # meta-loss divided per problem by sum_t w_t f(theta_0) (see window_loss)
-    objective: str = "eq4"
-    weighting: str = "uniform"  # w_t = 1 (the area under the loss curve) or t ("linear", eq. 4)
-    zo_mu: float = 1e-3  # central-difference radius of the zeroth-order mode
-    zo_chunk: Optional[int] = None  # coordinates per black-box call of the central differences (None: all d)
-    val_steps: Optional[int] = None  # steps of the held-out evaluation (default: horizon)
-    val_trials: int = 1
-    query_prob: float = 0.5  # Bernoulli p of the QueryRNN in the held-out evaluation (stage 2)
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
-        if self.grad_mode not in GRAD_MODES:
-            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
-        if self.clip_mode not in CLIP_MODES:
-            raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        for k in ("epochs", "updates_per_epoch", "batch", "horizon", "unroll", "q", "val_trials"):
-            if int(getattr(self, k)) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.horizon % self.unroll:
-            raise ValueError(f"horizon ({self.horizon}) must be a multiple of unroll ({self.unroll})")
-        for k in ("mu", "lr_update", "lr_query", "clip", "zo_mu"):
-            v = float(getattr(self, k))
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"{k} must be > 0, got {v}")
-        if not self.lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {self.lam}")
-        if not 0.0 <= self.query_prob <= 1.0:
-            raise ValueError(f"query_prob must lie in [0, 1], got {self.query_prob}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "MetaTrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# ------------------------------------------------------------------------------------------- one meta-step
-def init_meta_state(model: LearnedZO, theta: Tensor, use_query: bool) -> Dict[str, Tensor]:
-    B, d = theta.shape
-    st = model.init_update_state(B, d, theta.device, theta.dtype)
-    if use_query:
-        st.update(model.init_query_state(B, d, theta.device, theta.dtype))
-        st["g_prev"] = torch.zeros_like(theta)
-        st["dtheta_prev"] = torch.zeros_like(theta)
-    return st
-
-
-def _values(problem, points: Tensor, seeds: Tensor, differentiable: bool) -> Tensor:
-    if not differentiable:
-        with torch.no_grad():
-            return evaluate(problem, points, seeds)
-    key = derive(seeds, SALT_DATA) if getattr(problem, "stochastic", False) else None
-    fn = getattr(problem, "differentiable_values", None)
-    if fn is None:
-        raise TypeError(f"first-order meta-training needs problem.differentiable_values(points, seed); "
-                        f"{type(problem).__name__} has none (use grad_mode='zeroth-order')")
-    return fn(points, key)
-
-
-def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], seeds: Tensor, *, q: int,
-              mu: float, use_query: bool, grad_mode: str = "first-order", lam: float = 0.005,
-              zo_mu: float = 1e-3, zo_chunk: Optional[int] = None):
-    """One differentiable step of the learned optimizer on B problems.
-
-    Returns ``(theta_new, state_new, f_new [B] (differentiable), reg [B] or None, f0 [B] (detached))``:
-    f_new = f(theta_new) for the meta-loss, reg = lambda ||s - 1||^2, f0 = f(theta) read from the step's query.
-    """
-    reg, scale = None, None
-    new: Dict[str, Tensor] = {}
-    if use_query:
-        s, q_new = model.query_step(st)
-        new.update(q_new)
-        reg = QueryRNN.regularizer(s, lam)
-        scale = s.abs()
-    u, points = ops.sample_queries(theta.detach(), q, mu, scale=scale, seed=seeds)
-    differentiable = grad_mode == "first-order" and scale is not None and scale.requires_grad
-    values = _values(problem, points, seeds, differentiable)
-    f0 = values[:, 0].detach()
-    g = ops.fd_gradient(f0, values[:, 1:], u, mu)
-    delta, u_new = model.update_step(g, st)
-    new.update(u_new)
-    theta_new = theta + delta
-    # On a stochastic problem the meta-loss reads f(theta_new) on a minibatch independent of the one the step's
-    # estimate used: on the same minibatch, a step that fits it looks better than it generalises, and the
-    # meta-training learns steps that are too large (seen on binary classification).
-    loss_seeds = derive(seeds, SALT_META)
-    if grad_mode == "first-order":
-        f_new = _values(problem, theta_new.unsqueeze(1), loss_seeds, True).squeeze(1)
-    else:
-        f_new = zo_objective(problem, theta_new, zo_mu, zo_chunk, loss_seeds)
-    if use_query:  # the QueryRNN's next inputs, detached as in the reference code
-        new["g_prev"] = g.detach()
-        new["dtheta_prev"] = delta.detach()
-    return theta_new, new, f_new, reg, f0
-
-
-def step_weight(t: int, weighting: str) -> float:
-    """w_t of the meta-objective: t ("linear", eq. 4) or 1 ("uniform")."""
-    return float(t) if weighting == "linear" else 1.0
-
-
-def weighted_curve_mean(curve: List[float], weighting: str) -> float:
-    """sum_t w_t L_t / sum_t w_t over steps t = 1..T of a loss curve [L_0, ..., L_T]: the meta-objective of a
-    test-time run, by which held-out evaluations pick the best weights."""
-    ws = [step_weight(t, weighting) for t in range(1, len(curve))]
-    return sum(w * v for w, v in zip(ws, curve[1:])) / sum(ws) if ws else float("nan")
-
-
-def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], run_seed: int, t_first: int,
-                cfg: "MetaTrainConfig", use_query: bool, f_start: Optional[Tensor] = None,
-                pids: Optional[Tensor] = None, total: Optional[int] = None):
-    """The meta-loss of one truncated-BPTT window: ``cfg.unroll`` differentiable steps from step ``t_first``
-    (1-based step number of the first one within the horizon).
-
-    eq. 4: ``sum_t [w_t f(theta_t) + lambda ||s_t - 1||^2]`` with ``w_t = t`` (``cfg.weighting="linear"``) or
-    1 ("uniform"); ``objective="reference"``: ``sum_t w_t (f(theta_t) - f(theta_{t-1}))`` (+ the same
-    regulariser). With ``cfg.normalize`` each problem's terms are divided by ``W f_b(theta_0)``,
-    ``W = sum_{t=1}^{horizon} w_t`` and ``f_b(theta_0)`` the problem's starting loss (``f_start``; taken from the
-    first step's query when None): the objective up to a constant per problem, so that every problem weighs the
-    same whatever the size of its loss (MNIST attacks start at 5-20, binary classification at 0.25). The mean
-    over the B problems is returned; with ``pids`` (the problems' positions in a meta-batch of ``total``, one rank's
-    share of it) their sum divided by ``total``, so that the ranks' losses add up to the whole batch's mean.
-
-    Returns ``(loss, theta, st, f_start, f_new)``: theta and the states at the window's end (still attached to
-    the graph: the caller backpropagates, then detaches), f_start [B] and the last f(theta_t) [B] (detached).
-    """
-    B = theta.shape[0]
-    pids = torch.arange(B, dtype=torch.int64) if pids is None else pids
-    pids = pids.to(device=theta.device, dtype=torch.int64)
-    per_problem = theta.new_zeros(B)
-    f_new = None
-    for j in range(cfg.unroll):
-        t = t_first + j
-        seeds = step_seeds(run_seed, pids, t - 1)
-        theta, st, f_new, reg, f0 = meta_step(
-            model, problem, theta, st, seeds, q=cfg.q, mu=cfg.mu, use_query=use_query, grad_mode=cfg.grad_mode,
-            lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk)
-        if f_start is None:
-            f_start = f0
-        w = step_weight(t, cfg.weighting)
-        term = w * f_new if cfg.objective == "eq4" else w * (f_new - f0)
-        per_problem = per_problem + (term if reg is None else term + reg)
-    if cfg.normalize:
-        W = sum(step_weight(t, cfg.weighting) for t in range(1, cfg.horizon + 1))
-        per_problem = per_problem / (W * f_start.abs().clamp_min(1e-12))
-    loss = per_problem.mean() if total is None else per_problem.sum() / total
-    return loss, theta, st, f_start, f_new.detach()
-
-
-def clip_meta_gradient(params: List[Tensor], clip: float, mode: str) -> Dict[str, float]:
-    """Clip the gradients of ``params`` in place; returns the global norm before clipping and the fraction
-    clipped (mode "norm": 1.0 when the global norm exceeded ``clip`` and every entry was scaled, else 0.0;
-    mode "value": the fraction of entries clamped to [-clip, clip])."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return {"grad_norm": 0.0, "clipped": 0.0}
-    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-    if mode == "norm":
-        if norm > clip:
-            for g in grads:
-                g.mul_(clip / norm)
-        return {"grad_norm": norm, "clipped": float(norm > clip)}
-    over = sum(int((g.abs() > clip).sum()) for g in grads)
-    for g in grads:
-        g.clamp_(-clip, clip)
-    return {"grad_norm": norm, "clipped": over / sum(g.numel() for g in grads)}
-
-
-def _detach(st: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    return {k: v.detach() for k, v in st.items()}
-
-
-# -------------------------------------------------------------------------------------------- evaluation
-def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, use_query: bool,
-                     query_prob: Optional[float] = 0.5, seed: int = 0) -> Dict[str, Any]:
-    """Run ZO-LSTM (test-time behaviour, no gradients) and return mean final loss, loss curve and success
-    (``query_prob=None``: the p saved with the weights, as `ZOLSTM` takes it)."""
-    from .optimizers import ZOLSTM
-    from .runner import minimize
-
-    opt = ZOLSTM(model, q=q, mu=mu, use_query=use_query, query_prob=query_prob)
-    res = minimize(opt, problem, steps, seed=seed, progress=False, nan_policy="fail")
-    final = res.final_loss.double()
-    out: Dict[str, Any] = {
-        "final_loss": float(final.mean()) if torch.isfinite(final).all() else float("inf"),
-        "curve": [float(v) for v in torch.nan_to_num(res.loss.double(), nan=float("inf")).mean(1)],
-    }
-    if res.has_success:
-        out["success"] = float(res.success.double().mean())
-    return out
-
-
-def pick_on_heldout(model: LearnedZO, variants: Dict[Any, Callable[[LearnedZO], None]], problem, steps: int, q: int,
-                    mu: float, *, use_query: bool, query_prob: Optional[float], seed: int, weighting: str,
-                    log: Optional[Callable[[Any, float, Dict[str, Any]], None]] = None):
-    """(the best key, {key: held-out objective}): ``variants[key]`` changes a copy of ``model`` (a transfer
-    factor, a boost), which runs at test time on ``problem``; the objective is its loss curve weighted as
-    ``weighting`` (`weighted_curve_mean`), the lowest wins. ``log(key, score, run)`` after each."""
-    scores: Dict[Any, float] = {}
-    for key, change in variants.items():
-        m = copy.deepcopy(model)
-        change(m)
-        run = evaluate_learned(m, problem, steps, q, mu, use_query=use_query, query_prob=query_prob, seed=seed)
-        scores[key] = weighted_curve_mean(run["curve"], weighting)
-        if log is not None:
-            log(key, scores[key], run)
-    return min(scores, key=scores.get), scores
+           "step_weight", "weighted_curve_mean", "init_meta_state", "CHECKPOINT_FORMAT", "evaluate_learned",
+           "pick_on_heldout"]
 
 
 # ------------------------------------------------------------------------------------------------ trainer
@@ -406,7 +132,7 @@ class MetaTrainer:
                 clipped.append(float("nan"))
                 self.opt.zero_grad(set_to_none=True)
             theta = theta.detach()
-            st = _detach(st)
+            st = detach_state(st)
             if not DI.all_true(bool(torch.isfinite(theta).all()), self.shard):
                 break
         if self.shard.active and f_start is not None:  # the whole batch's means, as one process reports them
@@ -550,8 +276,6 @@ class MetaTrainer:
             self.best_state = self.model.to_dict(dict(self.meta, **self._best_meta(epoch, {})))
         self.history["epochs"].append(row)
         if self.out_dir:
-            from .meta_logs import write_logs
-
             os.makedirs(self.out_dir, exist_ok=True)
             atomic_torch_save(self.best_state, os.path.join(self.out_dir, "best.pt"))
             write_logs(self.out_dir, self.history, self.best, self.cfg.to_dict())
