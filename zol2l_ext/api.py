@@ -18,8 +18,8 @@ mnist-attack's tuned learning rates and learned optimizer, "tanh" (x = (tanh(w) 
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
+import sys
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -30,7 +30,7 @@ from . import tasks as T
 from . import tune as TU
 from .data import predict
 from .models import check_model_outputs
-from .zo.optimizers import OPTIMIZER_NAMES, make_optimizer
+from .zo.optimizers import make_optimizer, optimizer_names
 from .zo.problems import SPACES, AttackProblem
 from .zo.runner import minimize
 
@@ -145,18 +145,18 @@ class ZOAttack:
         self.chunk_size = chunk_size or (16384 if self.device.type == "cuda" else 4096)
         if isinstance(optimizer, str):
             name = optimizer.lower().replace("_", "-")
-            if name not in OPTIMIZER_NAMES:
-                raise ValueError(f"ZOAttack: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_NAMES)}")
+            if name not in optimizer_names():
+                raise ValueError(f"ZOAttack: unknown optimizer {optimizer!r}; known: {', '.join(optimizer_names())}")
             kw = {"q": self.q, "mu": mu, **_default_kwargs(name, space), **(optimizer_kwargs or {})}
             if lr is not None:
                 kw["lr"] = float(lr)
-            if name.startswith("zo-lstm"):
+            if S.is_learned(name):
                 kw["model"] = _load_learned(learned, space)
             self.optimizer_name, self.optimizer = name, make_optimizer(name, **kw)
         elif callable(getattr(optimizer, "step", None)) and callable(getattr(optimizer, "init_state", None)):
             self.optimizer_name, self.optimizer = getattr(optimizer, "name", type(optimizer).__name__), optimizer
         else:
-            raise TypeError(f"ZOAttack: optimizer must be a name ({', '.join(OPTIMIZER_NAMES)}) or a zo optimizer "
+            raise TypeError(f"ZOAttack: optimizer must be a name ({', '.join(optimizer_names())}) or a zo optimizer "
                             f"object, got {type(optimizer).__name__}")
 
     def __repr__(self) -> str:

@@ -41,7 +41,7 @@ def build_optimizer(name: str, q: int, mu: float, lr: float | None, learned=None
     kw: dict[str, Any] = dict(q=q, mu=mu, **extra)
     if lr is not None:
         kw["lr"] = lr
-    if name.startswith("zo-lstm"):
+    if S.is_learned(name):
         if learned is None:
             raise AttackSetupError(f"{name} needs a learned optimizer checkpoint (LearnedZO)")
         kw["model"] = learned

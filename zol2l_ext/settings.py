@@ -18,13 +18,12 @@ from . import tune as TU
 from .attack_setup import AttackSetupError
 from .fileio import portable_path
 from .zo.lstm_optimizer import LearnedZO
-from .zo.optimizers import OPTIMIZER_NAMES
+from .zo.optimizers import optimizer_names, optimizer_traits
 from .zo.problems import SPACES
 
-#: the optimizers `zol2l attack` compares when none are named (plus zo-lstm where its weights load)
-BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
-#: optimizers whose update is the learned UpdateRNN's: no learning rate applies
-LEARNED_UPDATE = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-guided-es")
+#: the optimizers `zol2l attack` compares when none are named (plus zo-lstm where its weights load): the
+#: hand-designed ones whose learning rate is tuned (their traits say so, zo.optimizers.registry)
+BASELINES = optimizer_names(tunable=True)
 
 # Independent runs per image (extra batch rows) of `zol2l attack`: the paper's 10; 3 for the embedded demo.
 ATTACK_TRIALS = {"digits": 3, "mnist": 10, "cifar10": 10}
@@ -116,8 +115,8 @@ def lr_for(name: str, dataset: str, space: str | None, table: Optional[Mapping[s
            source: Optional[str] = None, override: Optional[float] = None):
     """(lr or None, extra make_optimizer kwargs, where the lr came from) of optimizer ``name``: the one order of
     every command. ``override`` (--lr) wins, then the tuning ``table`` (a tuning result, or name -> {lr, beta1,
-    beta2} from `tune.resolve_tuning`; its ZO-ADAM betas apply even under --lr), then the fallback table of (dataset, space),
-    then the optimizer's own default; a learned update takes no lr."""
+    beta2} from `tune.resolve_tuning`; its ZO-ADAM betas apply even under --lr), then the fallback table of
+    (dataset, space), then the optimizer's own default; a learned update takes no lr."""
     try:  # a tuning result, a `tune.load_tuned` table or None
         tuned = TU.tuned_kwargs(table, name) if table is not None else {}
     except KeyError:  # not tuned there
@@ -127,7 +126,7 @@ def lr_for(name: str, dataset: str, space: str | None, table: Optional[Mapping[s
         return float(override), betas, "--lr"
     if "lr" in tuned:
         return float(tuned["lr"]), betas, source
-    if name in LEARNED_UPDATE:
+    if not uses_lr(name):
         return None, {}, LEARNED_SOURCE
     lr = default_lrs(dataset, space).get(name)
     if lr is not None:
@@ -187,14 +186,29 @@ def _announce_tuning(optimizers, lrs, kwargs, lr_source, source) -> None:
 
 
 # ------------------------------------------------------------------------------------------ optimizers
+def is_learned(name: str) -> bool:
+    """Whether optimizer ``name`` runs a learned optimizer's networks (it needs a LearnedZO)."""
+    return optimizer_traits(name).learned
+
+
+def uses_lr(name: str) -> bool:
+    """Whether optimizer ``name`` takes a learning rate (False for a learned update; True for an unknown name,
+    whose error comes where it is built)."""
+    try:
+        return optimizer_traits(name).uses_lr
+    except ValueError:
+        return True
+
+
 def parse_optimizers(spec: str | Sequence[str]) -> list[str]:
     """Optimizer names from "a,b,c" or a list, checked against the registry, duplicates dropped."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
         raise AttackSetupError("no optimizer given")
-    unknown = [n for n in names if n not in OPTIMIZER_NAMES]
+    known = optimizer_names()
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise AttackSetupError(f"unknown optimizer(s) {', '.join(unknown)}; known: {', '.join(OPTIMIZER_NAMES)}")
+        raise AttackSetupError(f"unknown optimizer(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -267,7 +281,7 @@ def resolve_attack(dataset: str, *, q=None, mu=None, c=None, steps=None, trials=
     names = parse_optimizers(optimizers) if optimizers else list(BASELINES)
     model, model_name = None, None
     if optimizers:
-        if any(n.startswith("zo-lstm") for n in names):
+        if any(is_learned(n) for n in names):
             model, model_name = load_learned(learned, dataset)
     elif learned:
         model, model_name = load_learned(learned, dataset)

@@ -20,7 +20,8 @@ from . import tasks as T
 from .fileio import atomic_write_json
 from .tasks import DATASET_TASKS  # the attack dataset -> its task (whose shipped tuning attack uses)
 from .zo.optimizers import canonical_name
-from .tune_search import (ADAM_BETAS, ADAM_DEFAULT_BETAS, DEFAULT_FINE, DEFAULT_GRID, FORMAT,  # noqa: F401 (re-exported)
+# the search's names, re-exported: `from zol2l_ext import tune as TU` reaches the whole tuning
+from .tune_search import (ADAM_BETAS, ADAM_DEFAULT_BETAS, DEFAULT_FINE, DEFAULT_GRID, FORMAT,  # noqa: F401
                           TUNABLE, tune_baselines, tunes_betas)
 
 __all__ = [

@@ -22,6 +22,7 @@ from ..attack_setup import AttackSetupError, resolve_device
 from ..cli_args import nonnegative_float, positive_float, positive_int
 from ..fileio import check_output_folder, portable_path
 from ..threads import torch_threads
+from ..zo.optimizers import optimizer_names
 from ..zo.problems import SPACES
 
 
@@ -42,9 +43,8 @@ def add_parser(sub) -> None:
     g.add_argument("--count", type=positive_int, default=None,
                    help="attack N images from the default start (5000 for mnist/cifar10, 0 for digits)")
     p.add_argument("--optimizers", default=None,
-                   help="comma-separated: zo-sgd,zo-signsgd,zo-adam,zo-szvr-g,guided-es,zo-lstm,"
-                        "zo-lstm-no-query,zo-lstm-no-update,zo-lstm-guided-es (default: the three baselines, "
-                        "plus zo-lstm where a pretrained checkpoint loads)")
+                   help=f"comma-separated: {','.join(optimizer_names())} (default: the tuned baselines "
+                        f"{','.join(S.BASELINES)}, plus zo-lstm where a pretrained checkpoint loads)")
     p.add_argument("--q", type=positive_int, default=None,
                    help="query directions per step; a step costs q + 1 queries (default: 10/20/50 for "
                         "digits/mnist/cifar10)")

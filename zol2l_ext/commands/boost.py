@@ -68,7 +68,8 @@ def _boost(args) -> int:
                                 seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr))
     model.set_boost(b, t)
     meta = dict(getattr(model, "meta", {}))
-    meta["commands"] = list(meta.get("commands", [])) + ["zol2l boost " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))]
+    command = "zol2l boost " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))
+    meta["commands"] = list(meta.get("commands", [])) + [command]
     meta["boost_scores"] = {f"{bb:g}/{tt:g}": v for (bb, tt), v in scores.items()}
     print(f"zol2l boost: picked boost {b:g}, decay {t:g} (held-out objective {scores[(b, t)]:.4g}; "
           f"no boost: {scores.get((1.0, args.decays[0]), float('nan')):.4g})")

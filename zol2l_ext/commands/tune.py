@@ -12,6 +12,7 @@ from .. import tune as TU
 from ..attack_setup import resolve_device
 from ..cli_args import float_list, positive_int
 from ..threads import torch_threads
+from ..zo.optimizers import optimizer_names
 from ..zo.problems import SPACES
 
 
@@ -30,8 +31,9 @@ def add_parser(sub) -> None:
                                    "wins (a diverging candidate scores +inf). Same start point and seed for every "
                                    "candidate. Writes a JSON file and prints every candidate.")
     p.add_argument("task", help="a task of zol2l_ext.tasks: digits-attack, mnist-attack, cifar-attack, binary")
-    p.add_argument("--optimizers", default="zo-sgd,zo-signsgd,zo-adam",
-                   help="comma-separated subset of zo-sgd,zo-signsgd,zo-adam (default all three)")
+    tunable = ",".join(optimizer_names(tunable=True))
+    p.add_argument("--optimizers", default=tunable,
+                   help=f"comma-separated subset of the tunable optimizers {tunable} (default all)")
     p.add_argument("--trials", type=positive_int, default=2,
                    help="copies of every tune item with other directions (default 2)")
     p.add_argument("--steps", type=positive_int, default=None, help="steps per run (default: the task's horizon)")
@@ -49,7 +51,8 @@ def add_parser(sub) -> None:
                         "file, and a run in another space refuses the tuning)")
     p.add_argument("--no-batch", action="store_true",
                    help="run every candidate alone (default: a stage's candidates as one batched problem)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's default)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch (default: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     p.set_defaults(func=run)
 

@@ -6,16 +6,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["FORMAT", "BASELINES", "DEFAULT_OPTIMIZERS", "ITEM_STEPS", "LEARNED_UPDATE", "optimizer_key",
+from ..zo.optimizers import optimizer_names
+
+__all__ = ["FORMAT", "BASELINES", "DEFAULT_OPTIMIZERS", "ITEM_STEPS", "optimizer_key",
            "mean_curve"]
 
 FORMAT = "zol2l-evaluation/1"
-BASELINES = ("zo-sgd", "zo-signsgd", "zo-adam")
+#: the hand-designed optimizers the learned one is compared with: those whose learning rate is tuned (traits)
+BASELINES = optimizer_names(tunable=True)
 DEFAULT_OPTIMIZERS = BASELINES + ("zo-lstm",)
 #: steps at which evaluate_task keeps per-item mean losses (and the final step): the paired criteria's steps
 ITEM_STEPS = (25, 50, 100, 200)
-#: optimizers whose update is the UpdateRNN's (their lr is not used)
-LEARNED_UPDATE = ("zo-lstm", "zo-lstm-no-query", "zo-lstm-guided-es")
 
 
 def optimizer_key(name: str) -> str:

@@ -68,8 +68,9 @@ def plot_curves(result: Mapping[str, Any], path: str, from_step: Optional[int] =
                 log_y: Optional[bool] = None) -> str:
     """Mean loss per step of every optimizer with a +-1 std band and a vertical line at ``from_step``."""
     # matplotlib is loaded when a figure is drawn, not when the evaluation is imported (a run needs no plots)
-    from .. import plots  # (importing it also selects the Agg backend)
     import matplotlib.pyplot as plt
+
+    from .. import plots  # (importing it also selects the Agg backend)
 
     cfg = result.get("config", {})
     fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)

@@ -42,9 +42,9 @@ from ..attack import forward_fill
 from ..fileio import json_number, json_numbers
 from ..zo import runner  # runner.minimize looked up at call time: tests put a spy there
 from ..zo.lstm_optimizer import LearnedZO
-from ..zo.optimizers import OPTIMIZER_NAMES
+from ..zo.optimizers import optimizer_names
 from ..zo.problems import has_success
-from .common import DEFAULT_OPTIMIZERS, FORMAT, ITEM_STEPS, LEARNED_UPDATE, optimizer_key
+from .common import DEFAULT_OPTIMIZERS, FORMAT, ITEM_STEPS, optimizer_key
 
 __all__ = ["evaluate_task", "resolve_learned", "resolve_tuned", "baseline_settings"]
 
@@ -135,8 +135,8 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
     names: list = []
     for n in optimizers:
         n = optimizer_key(n)
-        if n not in OPTIMIZER_NAMES:
-            raise ValueError(f"unknown optimizer {n!r}; known: {', '.join(OPTIMIZER_NAMES)}")
+        if n not in optimizer_names():
+            raise ValueError(f"unknown optimizer {n!r}; known: {', '.join(optimizer_names())}")
         if n not in names:
             names.append(n)
     if not names:
@@ -148,7 +148,7 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
     dev = torch.device(device)
 
     model, learned_desc, learned_meta = None, None, None
-    if any(n.startswith("zo-lstm") for n in names):
+    if any(S.is_learned(n) for n in names):
         model, learned_desc = resolve_learned(learned, spec.name)
         learned_meta = {k: v for k, v in dict(getattr(model, "meta", {}) or {}).items()
                         if isinstance(v, (str, int, float, bool))}
@@ -205,7 +205,7 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
                        track_success=track, desc=name)
         wall = time.perf_counter() - t0
         entry = _summarize(res, trials, n_items, item_steps)
-        entry = {"lr": lr if lr is not None else (getattr(opt, "lr", None) if name not in LEARNED_UPDATE else None),
+        entry = {"lr": lr if lr is not None else (getattr(opt, "lr", None) if S.uses_lr(name) else None),
                  "lr_source": source, "kwargs": {k: v for k, v in kw.items() if isinstance(v, (int, float, str))},
                  "wall_seconds": round(wall, 3), **entry}
         theta = res.theta.to(dev)
