@@ -1,9 +1,11 @@
 """Meta-training (zo.meta_trainer): learning on a tiny problem, gradient modes, checkpoints, stages."""
 import math
+import os
 
 import pytest
 import torch
 
+from zol2l_ext import settings as S
 from zol2l_ext.zo import CallableProblem, LearnedZO
 from zol2l_ext.zo.meta_trainer import (MetaTrainConfig, MetaTrainer, evaluate_learned, init_meta_state,
                                        meta_step)
@@ -205,9 +207,16 @@ def test_cli_train_binary_then_resume_and_export(tmp_path, monkeypatch, capsys):
     assert "resumed" in err
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["update_count"] == 2 and [r["epoch"] for r in ck["history"]["epochs"]] == [0, 1, 2]
-    model = LearnedZO.load(tmp_path / "pretrained" / "tiny.pt")
+    # --export writes your folder, never the package; the name then loads before the package's of that name
+    assert not (tmp_path / "pretrained" / "tiny.pt").exists()
+    model = LearnedZO.load(os.path.join(os.environ["ZOL2L_USER_DIR"], "pretrained", "tiny.pt"))
     assert model.meta["commands"][-1].startswith("zol2l train binary") and "--resume" in model.meta["commands"][-1]
     assert model.meta["name"] == "tiny"
+    assert "--into-package" in err and "your export tiny" in S.pretrained_source("tiny")
+    assert torch.equal(S.load_learned("tiny")[0].update.lstm.w_out, model.update.lstm.w_out)
+    # --into-package: the package's folder (redirected here)
+    assert cli.main(args[:2] + ["--epochs", "2"] + args[4:] + ["--resume", "--export", "tiny2", "--into-package"]) == 0
+    assert LearnedZO.load(tmp_path / "pretrained" / "tiny2.pt").meta["name"] == "tiny2"
 
 
 def test_zolstm_pretrained_by_name(tmp_path, monkeypatch):

@@ -157,7 +157,16 @@ def test_cli_tune_writes_json_and_ships(tmp_path, monkeypatch, capsys):
     res = json.loads(out.read_text())
     assert res["config"]["steps"] == 2 and set(res["optimizers"]) == {"zo-sgd"}
     assert res["config"]["fine"] == [0.5, 2.0] and res["command"].startswith("zol2l tune binary")
-    assert json.loads((tmp_path / "shipped" / "binary.json").read_text()) == res
+    # --ship writes your folder (never the installed package), which the attack's resolution reads first
+    assert not (tmp_path / "shipped" / "binary.json").exists()
+    assert json.loads(open(TU.user_tuning_path("binary")).read()) == res
+    assert TU.shipped_tuning("binary") == res and TU.tuning_source("binary").startswith("your tuning ")
+    assert "--into-package" in cap.err
+    rc = cli.main(["tune", "binary", "--steps", "2", "--trials", "1", "--grid", "1,10", "--fine", "1/2,2",
+                   "--optimizers", "zo-sgd", "--out", str(out), "--ship", "--into-package", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert json.loads((tmp_path / "shipped" / "binary.json").read_text())["optimizers"] == res["optimizers"]
     for word in ("zo-sgd", "coarse", "fine", "lr (delta)", "score"):
         assert word in cap.out
     assert "*" in cap.out and str(out) in cap.out

@@ -31,6 +31,7 @@ import torch
 
 ENV_DATA = "ZOL2L_DATA"
 ENV_CACHE = "ZOL2L_CACHE"
+ENV_USER = "ZOL2L_USER_DIR"  # your exported learned optimizers and shipped tunings (default: the cache folder)
 
 SPLIT_SEED = 1234
 TRAIN_POSITIONS = (0, 100)
@@ -67,6 +68,14 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> str:
     if not os.path.isdir(root):
         raise DataRootError(f"data root {root!r} (from {source}) is not a directory: {_hint()}")
     return root
+
+
+def user_file(kind: str, name: str) -> str:
+    """Where a user's own file of ``kind`` ("pretrained" learned optimizers, "tuned" baseline tunings) named
+    ``name`` lives: <$ZOL2L_USER_DIR, else the cache folder>/<kind>/<name>. `zol2l train/boost --export` and
+    `zol2l tune --ship` write there (the package's own folders only with --into-package), and a name is looked up
+    there before the package."""
+    return os.path.join(os.environ.get(ENV_USER) or cache_dir(create=False), kind, name)
 
 
 def cache_dir(create: bool = True) -> str:

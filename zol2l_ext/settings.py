@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+from . import data as D
 from . import tasks as T
 from . import tune as TU
 from .attack_setup import AttackSetupError
@@ -220,12 +221,32 @@ LEARNED_CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 
 
+def user_pretrained_path(name: str) -> str:
+    """Where `zol2l train/boost --export NAME` writes: the user folder (data.user_file), not the package."""
+    return D.user_file("pretrained", f"{name}.pt")
+
+
+def pretrained(name: str) -> LearnedZO:
+    """The learned optimizer called ``name``: your export (`user_pretrained_path`) when there is one, else the
+    package's zol2l_ext/pretrained/<name>.pt (FileNotFoundError listing the shipped names when neither)."""
+    path = user_pretrained_path(name)
+    return LearnedZO.load(path) if os.path.isfile(path) else LearnedZO.pretrained(name)
+
+
+def pretrained_source(name: str) -> str:
+    """Where `pretrained` ``name`` comes from, for results and messages."""
+    path = user_pretrained_path(name)
+    if os.path.isfile(path):
+        return f"your export {name} ({portable_path(path)})"
+    return f"pretrained {name} (zol2l_ext/pretrained/{name}.pt)"
+
+
 def find_learned(dataset: str, names: Sequence[str] | None = None):
     """(LearnedZO, name) of the first shipped checkpoint that loads, or (None, the reasons none did)."""
     reasons = []
     for name in names or LEARNED_CANDIDATES.get(dataset, ("mnist-attack",)):
         try:
-            return LearnedZO.pretrained(name), name
+            return pretrained(name), name
         except FileNotFoundError as e:
             reasons.append(str(e))
     return None, "; ".join(reasons)
@@ -248,7 +269,7 @@ def load_learned(spec, dataset: Optional[str] = None):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"learned optimizer {spec!r}: no such file")
         return LearnedZO.load(spec), portable_path(spec)  # a damaged file: a one-line ValueError naming it
-    return LearnedZO.pretrained(spec), spec
+    return pretrained(spec), spec
 
 
 @dataclass

@@ -16,13 +16,23 @@ import json
 import os
 from typing import Any, Dict, Optional, Union
 
+from . import data as D
 from . import tasks as T
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, portable_path
 from .tasks import DATASET_TASKS  # the attack dataset -> its task (whose shipped tuning attack uses)
-from .zo.optimizers import canonical_name
+
 # the search's names, re-exported: `from zol2l_ext import tune as TU` reaches the whole tuning
-from .tune_search import (ADAM_BETAS, ADAM_DEFAULT_BETAS, DEFAULT_FINE, DEFAULT_GRID, FORMAT,  # noqa: F401
-                          TUNABLE, tune_baselines, tunes_betas)
+from .tune_search import (  # noqa: F401
+    ADAM_BETAS,
+    ADAM_DEFAULT_BETAS,
+    DEFAULT_FINE,
+    DEFAULT_GRID,
+    FORMAT,
+    TUNABLE,
+    tune_baselines,
+    tunes_betas,
+)
+from .zo.optimizers import canonical_name
 
 __all__ = [
     "TUNABLE", "DEFAULT_GRID", "DEFAULT_FINE", "ADAM_BETAS", "TUNED_DIR", "DATASET_TASKS", "FORMAT",
@@ -89,12 +99,30 @@ def shipped_path(task: str) -> str:
     return os.path.join(TUNED_DIR, f"{task}.json")
 
 
+def user_tuning_path(task: str) -> str:
+    """Where `zol2l tune TASK --ship` writes: the user folder (data.user_file), not the installed package."""
+    return D.user_file("tuned", f"{task}.json")
+
+
+def tuning_file(task: str) -> Optional[str]:
+    """The tuning file used by default for ``task``: the user's (`user_tuning_path`) when there is one, else the
+    package's (zol2l_ext/tuned/<task>.json), else None."""
+    return next((p for p in (user_tuning_path(task), shipped_path(task)) if os.path.isfile(p)), None)
+
+
+def tuning_source(task: str) -> str:
+    """How results name `tuning_file` ``task``: "shipped tuning zol2l_ext/tuned/<task>.json" or "your tuning
+    <path>"."""
+    path = tuning_file(task)
+    if path is not None and path == user_tuning_path(task):
+        return f"your tuning {portable_path(path)}"
+    return f"shipped tuning zol2l_ext/tuned/{task}.json"
+
+
 def shipped_tuning(task: str) -> Optional[Dict[str, Any]]:
-    """The tuning result shipped with the package for ``task`` (zol2l_ext/tuned/<task>.json), or None."""
-    path = shipped_path(task)
-    if not os.path.isfile(path):
-        return None
-    return _read(path)
+    """The tuning result used by default for ``task`` (`tuning_file`: yours, else the package's), or None."""
+    path = tuning_file(task)
+    return None if path is None else _read(path)
 
 
 def task_dataset(task: Optional[str]) -> Optional[str]:
@@ -156,7 +184,7 @@ def _resolve_tuning(spec: Optional[str], dataset: Optional[str]):
         result = None if task is None else shipped_tuning(task)
         if result is None:
             return None, None, None, None
-        return _chosen(result), f"shipped tuning zol2l_ext/tuned/{task}.json", result.get("task", task), result
+        return _chosen(result), tuning_source(task), result.get("task", task), result
     spec = str(spec)
     if os.path.isfile(spec):
         result = _read(spec)
@@ -167,9 +195,10 @@ def _resolve_tuning(spec: Optional[str], dataset: Optional[str]):
         raise ValueError(f"--tuned {spec!r}: neither a file nor a task ({', '.join(T.TASKS)})")
     result = shipped_tuning(spec)
     if result is None:
-        raise FileNotFoundError(f"--tuned {spec}: no shipped tuning for task {spec} (zol2l_ext/tuned/{spec}.json; "
-                                f"make one with `zol2l tune {spec} --ship`)")
-    return _chosen(result), f"shipped tuning zol2l_ext/tuned/{spec}.json", result.get("task", spec), result
+        raise FileNotFoundError(f"--tuned {spec}: no tuning for task {spec} (neither "
+                                f"{portable_path(user_tuning_path(spec))} nor zol2l_ext/tuned/{spec}.json; make one "
+                                f"with `zol2l tune {spec} --ship`)")
+    return _chosen(result), tuning_source(spec), result.get("task", spec), result
 
 
 def format_tuning(result: Dict[str, Any]) -> str:

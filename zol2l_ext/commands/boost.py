@@ -11,15 +11,15 @@ import shlex
 import sys
 
 from .. import data as D
+from .. import settings as S
 from .. import tasks as T
 from ..cli_args import float_list, positive_int
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
-from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
 from ..zo.heldout_picks import BOOST_GRID, DECAY_GRID, pick_boost
-from ..zo.lstm_optimizer import LearnedZO
 from ..zo.problems import SPACES
+from ._export import export_learned
 
 
 def add_parser(sub) -> None:
@@ -43,7 +43,11 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out runs' directions (default 0)")
     p.add_argument("--out", default=None, help="write the boosted weights to this .pt path")
     p.add_argument("--export", default=None, metavar="NAME",
-                   help="write the boosted weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
+                   help="also write the boosted weights, with the commands that made them, as NAME into your folder "
+                        "($ZOL2L_USER_DIR/pretrained/NAME.pt, default ~/.cache/zol2l/...), where --learned NAME, --init "
+                        "NAME and --weights NAME find them before the package's")
+    p.add_argument("--into-package", action="store_true",
+                   help="with --export: write zol2l_ext/pretrained/NAME.pt of the package instead (to ship them)")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=run)
@@ -58,7 +62,7 @@ def _boost(args) -> int:
     if not (args.out or args.export):
         raise ValueError("zol2l boost: say where the boosted weights go (--out PATH and/or --export NAME)")
     spec = T.task_with(args.task, args.space)
-    model = LearnedZO.from_name_or_path(args.weights)
+    model = S.load_learned(args.weights)[0]
     val = T.load_task(spec, "val", data_root=args.data_root)
     problem = val.make(None, repeat=args.trials)
     steps = args.steps or spec.horizon
@@ -77,7 +81,5 @@ def _boost(args) -> int:
         model.save(args.out, meta=meta)
         print(f"zol2l boost: wrote {args.out}")
     if args.export:
-        path = LZ.PRETRAINED_DIR / f"{args.export}.pt"
-        model.save(path, meta=dict(meta, name=args.export))
-        print(f"zol2l boost: exported {path}")
+        export_learned(model, dict(meta, name=args.export), args.export, args.into_package, "zol2l boost")
     return 0

@@ -10,15 +10,16 @@ import torch
 
 from .. import data as D
 from .. import distributed as DI
+from .. import settings as S
 from .. import tasks as T
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
-from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
 from ..zo.heldout_picks import ALPHA_GRID, STEP_GRID, pick_update_scale
 from ..zo.lstm_optimizer import LearnedZO
 from ..zo.meta_trainer import MetaTrainConfig, MetaTrainer
 from ..zo.problems import SPACES
+from ._export import export_learned
 
 # Default meta-batch per stage: stage 2 differentiates the black box at all B x (q + 1) query points (first-order
 # mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
@@ -91,7 +92,11 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/train-<task>-stage<k>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when it exists")
     p.add_argument("--export", default=None, metavar="NAME",
-                   help="write the best weights to zol2l_ext/pretrained/NAME.pt with the commands that made them")
+                   help="also write the best weights, with the commands that made them, as NAME into your folder "
+                        "($ZOL2L_USER_DIR/pretrained/NAME.pt, default ~/.cache/zol2l/...), where --learned NAME, --init "
+                        "NAME and --weights NAME find them before the package's")
+    p.add_argument("--into-package", action="store_true",
+                   help="with --export: write zol2l_ext/pretrained/NAME.pt of the package instead (to ship them)")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -126,7 +131,7 @@ def _train(args) -> int:
     commands = [command]
     model = None
     if args.init:
-        model = LearnedZO.from_name_or_path(args.init)
+        model = S.load_learned(args.init)[0]
         commands = list(getattr(model, "meta", {}).get("commands", [])) + commands
     elif args.stage == 2:
         print("zol2l train: stage 2 without --init trains the QueryRNN next to an untrained UpdateRNN "
@@ -195,8 +200,7 @@ def _train(args) -> int:
           f"{best.get('val_objective', float('nan')):.4g} (mean final loss {best.get('val_final_loss'):.4g}) at "
           f"epoch {best.get('epoch')}; weights {os.path.join(out, 'best.pt')}")
     if args.export:
-        path = LZ.PRETRAINED_DIR / f"{args.export}.pt"
         best_model = trainer.best_model()
-        best_model.save(path, meta=dict(best_model.meta, name=args.export))
-        print(f"zol2l train: exported {path}")
+        export_learned(best_model, dict(best_model.meta, name=args.export), args.export, args.into_package,
+                       "zol2l train")
     return 0

@@ -45,7 +45,11 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", default=None, help=f"data folder for mnist/cifar tasks (else ${D.ENV_DATA})")
     p.add_argument("--out", default=None, help="output JSON (default runs/tune-<task>.json)")
     p.add_argument("--ship", action="store_true",
-                   help="also write zol2l_ext/tuned/<task>.json, the tuning `zol2l attack` uses by default")
+                   help="also write the tuning into your folder ($ZOL2L_USER_DIR/tuned/<task>.json, default "
+                        "~/.cache/zol2l/...): `zol2l attack` and `zol2l evaluate` then use it by default for the "
+                        "task, before the package's zol2l_ext/tuned/<task>.json")
+    p.add_argument("--into-package", action="store_true",
+                   help="with --ship: write the package's zol2l_ext/tuned/<task>.json instead (to ship it)")
     p.add_argument("--space", choices=SPACES, default=None,
                    help="attack tasks: tune in this parameterisation (default: the task's; recorded in the tuning "
                         "file, and a run in another space refuses the tuning)")
@@ -90,7 +94,11 @@ def _tune(args) -> int:
     print(TU.format_tuning(result))
     print(f"wrote {out}", end="")
     if args.ship:
-        shipped = TU.save_tuning(result, TU.shipped_path(args.task))
+        shipped = TU.save_tuning(result, TU.shipped_path(args.task) if args.into_package
+                                 else TU.user_tuning_path(args.task))
         print(f" and {shipped}", end="")
     print(f" ({time.perf_counter() - t_start:.1f} s)")
+    if args.ship and not args.into_package:
+        print(f"zol2l tune: `zol2l attack`/`zol2l evaluate` now use {shipped} for {args.task}; to ship it with the "
+              f"package, run again with --ship --into-package (or copy it to zol2l_ext/tuned/)", file=sys.stderr)
     return 0

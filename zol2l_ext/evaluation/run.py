@@ -55,7 +55,7 @@ def resolve_learned(learned, task_name: str):
     model, what = S.load_learned(task_name if learned is None else learned)
     if isinstance(learned, LearnedZO) or LearnedZO.is_path(what):
         return model, what if isinstance(learned, LearnedZO) else f"file {what}"
-    return model, f"pretrained {what} (zol2l_ext/pretrained/{what}.pt)"
+    return model, S.pretrained_source(what)
 
 
 def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
@@ -72,7 +72,7 @@ def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
         result = TU.shipped_tuning(task_name)
         if result is None:
             return None, None, None
-        source, tuned_task = f"shipped tuning zol2l_ext/tuned/{task_name}.json", result.get("task", task_name)
+        source, tuned_task = TU.tuning_source(task_name), result.get("task", task_name)
         TU.check_tuning_space(TU.tuning_space(result), space, source, tuned_task, task_name)
         return result, source, tuned_task
     if isinstance(tuned, Mapping):
