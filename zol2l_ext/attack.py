@@ -16,20 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import json
-import math
 import os
 import sys
 import time
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from . import data as D
 from . import distributed as DI
 from . import settings as S
 from .attack_setup import AttackSetupError
-from .fileio import atomic_write_file, atomic_write_json
+from .fileio import atomic_write_file, atomic_write_json, json_number, json_numbers
 from .tasks import SPACE_MU
 from .zo.optimizers import make_optimizer
 from .zo.problems import SPACES, AttackProblem
@@ -62,19 +60,9 @@ def forward_fill(loss: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _f(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _list(t: torch.Tensor, nd: int = 6) -> list:
-    arr = t.detach().double().cpu().numpy()
-    return [None if not np.isfinite(v) else round(float(v), nd) for v in arr.reshape(-1)]
-
-
 def _mean_or_none(values: torch.Tensor) -> float | None:
     values = values.double()
-    return _f(values.mean()) if values.numel() else None
+    return json_number(values.mean()) if values.numel() else None
 
 
 def summarize(loss: torch.Tensor, success: torch.Tensor, first_step: torch.Tensor, first_queries: torch.Tensor,
@@ -96,14 +84,15 @@ def summarize(loss: torch.Tensor, success: torch.Tensor, first_step: torch.Tenso
     for i in range(B):
         ok = ever[:, i]
         per_image.append({
-            "loss_mean": _list(L[:, :, i].mean(1)), "loss_std": _list(std(L[:, :, i], 1)),
-            "final_loss": _list(L[-1, :, i]),
+            "loss_mean": json_numbers(L[:, :, i].mean(1), 6),
+            "loss_std": json_numbers(std(L[:, :, i], 1), 6),
+            "final_loss": json_numbers(L[-1, :, i], 6),
             "success": [bool(v) for v in succ[:, i]], "ever_success": [bool(v) for v in ok],
-            "success_rate": _f(succ[:, i].double().mean()),
+            "success_rate": json_number(succ[:, i].double().mean()),
             "first_success_step": [int(v) for v in fstep[:, i]],
             "first_success_queries": [int(v) for v in fq[:, i]],
             "queries": [int(v) for v in qs[:, i]],
-            "l1": _list(d1[:, i]), "l2": _list(d2[:, i]),
+            "l1": json_numbers(d1[:, i], 6), "l2": json_numbers(d2[:, i], 6),
             "mean_queries_to_success": _mean_or_none(fq[:, i][ok]),
         })
     image_mean = L.mean(2)  # [T+1, trials]: the loss averaged over images, one curve per trial
@@ -115,17 +104,18 @@ def summarize(loss: torch.Tensor, success: torch.Tensor, first_step: torch.Tenso
     ever_all = ever.reshape(-1)
     aggregate = {
         "rows": int(B * trials),
-        "success_rate": _f(succ.double().mean()),
-        "ever_success_rate": _f(ever.double().mean()),
-        "mean_final_loss": _f(L[-1].mean()),
+        "success_rate": json_number(succ.double().mean()),
+        "ever_success_rate": json_number(ever.double().mean()),
+        "mean_final_loss": json_number(L[-1].mean()),
         "mean_queries_to_success": _mean_or_none(fq.reshape(-1)[ever_all]),
-        "median_queries_to_success": _f(fq.reshape(-1)[ever_all].double().median()) if ever_all.any() else None,
+        "median_queries_to_success": (json_number(fq.reshape(-1)[ever_all].double().median()) if ever_all.any()
+                                      else None),
         "mean_first_success_step": _mean_or_none(fstep.reshape(-1)[ever_all].double()),
         "mean_queries": _mean_or_none(qs.double()),
         "mean_l1_success": _mean_or_none(d1.reshape(-1)[ok_all]),
         "mean_l2_success": _mean_or_none(d2.reshape(-1)[ok_all]),
         "mean_l1": _mean_or_none(d1), "mean_l2": _mean_or_none(d2),
-        "loss_mean": _list(image_mean.mean(1)), "loss_std": _list(curve_std), "loss_std_over": std_over,
+        "loss_mean": json_numbers(image_mean.mean(1), 6), "loss_std": json_numbers(curve_std, 6), "loss_std_over": std_over,
     }
     return {"per_image": per_image, "aggregate": aggregate}
 

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from . import tasks as T
+from .fileio import json_number
 from .zo.optimizers import canonical_name, make_optimizer, optimizer_class, optimizer_names
 from .zo.runner import minimize
 
@@ -67,16 +68,6 @@ def tunes_betas(name: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _round(x: float) -> float:
-    """A candidate delta with 4 significant digits (100 / 3 -> 33.33), so files and tables stay readable."""
-    return float(f"{float(x):.4g}")
-
-
-def _json_num(x: float, nd: int = 6) -> Optional[float]:
-    x = float(x)
-    return round(x, nd) if math.isfinite(x) else None
-
-
 def _key(c: Dict[str, Any]) -> tuple:
     return (c["lr"], c.get("beta1"), c.get("beta2"))
 
@@ -136,9 +127,10 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
     steps = int(spec.horizon if steps is None else steps)
     if trials < 1 or steps < 1:
         raise ValueError(f"trials and steps must be >= 1 (got trials={trials}, steps={steps})")
-    grid = [_round(v) for v in grid]
+    grid = [float(v) for v in grid]
     if not grid or any(not (v > 0 and math.isfinite(v)) for v in grid):
         raise ValueError(f"grid must hold finite deltas > 0, got {grid}")
+    grid = [json_number(v, sig=4) for v in grid]  # 100 / 3 -> 33.33: files and tables stay readable
     fine = [float(f) for f in fine]
     if any(not (f > 0 and math.isfinite(f)) for f in fine):
         raise ValueError(f"fine factors must be finite and > 0, got {fine}")
@@ -210,19 +202,19 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
             for c, blk in zip(group, blocks):
                 failed = res.failed[blk]
                 fl = _score_rows(final[blk], failed)
-                c["final_loss"] = _json_num(fl.mean())
+                c["final_loss"] = json_number(fl.mean(), 6)
                 if binary:
                     with torch.no_grad():
                         full = base.full_loss(res.theta[blk].to(dev)).double().cpu()
                     fr = _score_rows(full, failed)
-                    c["full_loss"] = _json_num(fr.mean())
+                    c["full_loss"] = json_number(fr.mean(), 6)
                     c["score"] = c["full_loss"]
                 else:
                     c["score"] = c["final_loss"]
                 c["failed_rows"] = int(failed.sum())
                 if attack and res.has_success:
-                    c["success_rate"] = _json_num(res.success[blk].double().mean(), 4)
-                    c["ever_success_rate"] = _json_num(res.ever_success[blk].double().mean(), 4)
+                    c["success_rate"] = json_number(res.success[blk].double().mean(), 4)
+                    c["ever_success_rate"] = json_number(res.ever_success[blk].double().mean(), 4)
                 c["seconds"] = round(wall / K, 3)
             if bar is not None:
                 bar.update(K)
@@ -247,7 +239,7 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
                 return fresh
 
             def cand(lr: float, stage: str, betas=None) -> Dict[str, Any]:
-                c: Dict[str, Any] = {"stage": stage, "lr": _round(lr)}
+                c: Dict[str, Any] = {"stage": stage, "lr": json_number(lr, sig=4)}
                 if adam:
                     b = betas or ADAM_DEFAULT_BETAS
                     c["beta1"], c["beta2"] = float(b[0]), float(b[1])

@@ -6,25 +6,23 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .. import tasks as T
+from ..fileio import json_number, json_numbers
 from ..attack import build_optimizer
 from ..evaluate import baseline_settings, resolve_learned
 from ..zo.optimizers import make_optimizer
 
 
 def num(x, nd: int = 6) -> Optional[float]:
-    """A JSON number with ``nd`` significant digits (None for NaN / inf)."""
-    x = float(x)
-    return float(f"{x:.{nd}g}") if math.isfinite(x) else None
+    """A JSON number with ``nd`` significant digits (None for NaN / inf): `fileio.json_number`."""
+    return json_number(x, sig=nd)
 
 
 def nums(t, nd: int = 6) -> list:
-    a = t.detach().double().cpu().numpy().reshape(-1) if isinstance(t, Tensor) else np.asarray(t, float).ravel()
-    return [num(v, nd) for v in a]
+    return json_numbers(t, sig=nd)
 
 
 def attack_setup(ctx, task: str, learned: str, items: int):
