@@ -93,6 +93,15 @@ TRAIN_DEFAULTS = {  # per dataset: batch size, learning rate, weight decay, augm
 }
 
 
+def seeded(build, seed: int):
+    """``build()`` with torch's global generator seeded by ``seed`` (and restored after), so that a model's initial
+    weights, and so the trained model, depend on the seed alone (before, the unseeded initialisation made every
+    training of the same recipe differ)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def train_target(arch: str, dataset: str, epochs: int, out: str | None = None, data_root: str | None = None,
                  batch_size: int | None = None, lr: float | None = None, seed: int = 0,
                  device: str | torch.device = "cpu", progress: bool = True,
@@ -103,7 +112,7 @@ def train_target(arch: str, dataset: str, epochs: int, out: str | None = None, d
     Returns (path, meta)."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    model = build_model(arch, dataset)
+    model = seeded(lambda: build_model(arch, dataset), seed)
     x_tr, y_tr = D.load_dataset(dataset, data_root, train=True, download=download)
     x_te, y_te = D.load_dataset(dataset, data_root, train=False, download=download)
     cfg = dict(TRAIN_DEFAULTS[dataset])
