@@ -1,4 +1,5 @@
-"""pytest configuration: makes python_tests/testing.py importable, gives every test its own empty user folder
+"""pytest configuration of python_tests/{ops,zo,app,reproduce}: makes the shared helpers (testing.py, zo_testing.py)
+importable, gives every test its own empty user folder
 ($ZOL2L_USER_DIR: exported learned optimizers and shipped tunings) and reports the setup."""
 import os
 import sys

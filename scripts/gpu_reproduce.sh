@@ -48,8 +48,8 @@ fi
 cp zol2l_ext/_C*.so "$OUTDIR/"
 
 if [[ "${GPU_REPRO_TESTS:-0}" == 1 ]]; then
-  stage "CUDA tests (python_tests/test_cuda.py)"
-  timeout "$(left 90)" python3 -m pytest -q -x -p no:cacheprovider python_tests/test_cuda.py 2>&1 | tail -n 15
+  stage "CUDA tests (python_tests/ops/test_cuda.py)"
+  timeout "$(left 90)" python3 -m pytest -q -x -p no:cacheprovider python_tests/ops/test_cuda.py 2>&1 | tail -n 15
 fi
 
 if [[ "${GPU_REPRO_TUNE:-0}" == 1 ]]; then

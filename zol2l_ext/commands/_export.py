@@ -9,6 +9,16 @@ from .. import settings as S
 from ..zo import lstm_optimizer as LZ  # LZ.PRETRAINED_DIR looked up at call time: tests redirect it
 
 
+def add_export_args(p, what: str) -> None:
+    """--export NAME and --into-package of a command that makes ``what`` weights."""
+    p.add_argument("--export", default=None, metavar="NAME",
+                   help=f"also write the {what} weights, with the commands that made them, as NAME into your folder "
+                        "($ZOL2L_USER_DIR/pretrained/NAME.pt, default ~/.cache/zol2l/...), where --learned NAME, "
+                        "--init NAME and --weights NAME find them before the package's")
+    p.add_argument("--into-package", action="store_true",
+                   help="with --export: write zol2l_ext/pretrained/NAME.pt of the package instead (to ship them)")
+
+
 def export_learned(model, meta: dict, name: str, into_package: bool, who: str) -> str:
     """Saves ``model`` with ``meta`` as ``name``; says where and how to ship it. Returns the path."""
     path = str(LZ.PRETRAINED_DIR / f"{name}.pt") if into_package else S.user_pretrained_path(name)

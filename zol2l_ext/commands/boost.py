@@ -17,9 +17,9 @@ from ..cli_args import float_list, positive_int
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
-from ..zo.heldout_picks import BOOST_GRID, DECAY_GRID, pick_boost
+from ..zo.meta_heldout import BOOST_GRID, DECAY_GRID, pick_boost
 from ..zo.problems import SPACES
-from ._export import export_learned
+from ._export import add_export_args, export_learned
 
 
 def add_parser(sub) -> None:
@@ -42,12 +42,7 @@ def add_parser(sub) -> None:
                    help="attack tasks: the variable's parameterisation (default: the task's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out runs' directions (default 0)")
     p.add_argument("--out", default=None, help="write the boosted weights to this .pt path")
-    p.add_argument("--export", default=None, metavar="NAME",
-                   help="also write the boosted weights, with the commands that made them, as NAME into your folder "
-                        "($ZOL2L_USER_DIR/pretrained/NAME.pt, default ~/.cache/zol2l/...), where --learned NAME, --init "
-                        "NAME and --weights NAME find them before the package's")
-    p.add_argument("--into-package", action="store_true",
-                   help="with --export: write zol2l_ext/pretrained/NAME.pt of the package instead (to ship them)")
+    add_export_args(p, "boosted")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=run)

@@ -15,11 +15,12 @@ from .. import tasks as T
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
-from ..zo.heldout_picks import ALPHA_GRID, STEP_GRID, pick_update_scale
+from ..zo import meta_trainer as MT  # MT.MetaTrainer looked up at call time: tests record its arguments
 from ..zo.lstm_optimizer import LearnedZO
-from ..zo.meta_trainer import MetaTrainConfig, MetaTrainer
+from ..zo.meta_heldout import ALPHA_GRID, STEP_GRID, pick_update_scale
+from ..zo.meta_trainer import MetaTrainConfig
 from ..zo.problems import SPACES
-from ._export import export_learned
+from ._export import add_export_args, export_learned
 
 # Default meta-batch per stage: stage 2 differentiates the black box at all B x (q + 1) query points (first-order
 # mode), about 8x the cost of a stage-1 step, so it takes fewer problems per update.
@@ -91,12 +92,7 @@ def add_parser(sub) -> None:
                         "--init weights (the loss curve weighted as --weighting)")
     p.add_argument("--out", default=None, help="output folder (default runs/train-<task>-stage<k>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when it exists")
-    p.add_argument("--export", default=None, metavar="NAME",
-                   help="also write the best weights, with the commands that made them, as NAME into your folder "
-                        "($ZOL2L_USER_DIR/pretrained/NAME.pt, default ~/.cache/zol2l/...), where --learned NAME, --init "
-                        "NAME and --weights NAME find them before the package's")
-    p.add_argument("--into-package", action="store_true",
-                   help="with --export: write zol2l_ext/pretrained/NAME.pt of the package instead (to ship them)")
+    add_export_args(p, "best")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -171,7 +167,7 @@ def _train(args) -> int:
         meta["update_scale_applied"] = float(alpha)
         print(f"zol2l train: UpdateRNN output scaled by alpha = {alpha:g}", file=sys.stderr)
     # rank 0 alone evaluates on the held-out set and writes; the others go on to the next update's all-reduce
-    trainer = MetaTrainer(cfg, train, val if shard.main else None, model=model,
+    trainer = MT.MetaTrainer(cfg, train, val if shard.main else None, model=model,
                           out_dir=out if shard.main else None, device=device,
                           progress=not args.no_progress and shard.main, meta=meta,
                           shard=shard if shard.active else None)

@@ -16,7 +16,7 @@ import pytest
 from zol2l_ext import cli
 from zol2l_ext import data as D
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
 from test_cli import cache  # noqa: E402,F401  (the module's user cache, where the digits CNN trains once)
 
 QUICK = ["--steps", "2", "--count", "1", "--trials", "1", "--no-progress"]

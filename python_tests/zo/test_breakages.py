@@ -17,13 +17,13 @@ import torch
 from zol2l_ext import zo
 from zol2l_ext.zo.seeding import SALT_BERNOULLI, derive, step_seeds, uniform01
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import sgd_like_lstm, tiny_attack  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import sgd_like_lstm, tiny_attack  # noqa: E402
 from test_zo_runner import _cat, _nan_problems, _same  # noqa: E402
 
 
 def _query_lstm(lr=0.1, gain=0.5):
-    """The SGD-like LearnedZO of test_zo_common with a QueryRNN whose head is not zero: s depends on g_{t-1}, so a
+    """The SGD-like LearnedZO of zo_testing with a QueryRNN whose head is not zero: s depends on g_{t-1}, so a
     problem that uses s draws other directions than one that uses the identity."""
     model = sgd_like_lstm(lr).double()
     H = model.query.lstm.w_hh.shape[1]

@@ -13,8 +13,8 @@ from zol2l_ext import reference
 from zol2l_ext import zo
 from zol2l_ext.zo import seeding
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import Counting, one_thread, quadratic, sgd_like_lstm, tiny_attack  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import Counting, one_thread, quadratic, sgd_like_lstm, tiny_attack  # noqa: F401
 
 NAMES = [
     "zo-sgd", "zo-signsgd", "zo-adam", "zo-szvr-g", "guided-es",

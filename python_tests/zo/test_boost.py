@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zol2l_ext.cli_args import float_list
-from zol2l_ext.zo.heldout_picks import pick_boost
+from zol2l_ext.zo.meta_heldout import pick_boost
 from zol2l_ext.zo import LearnedZO, ZOLSTM, minimize
 from zol2l_ext.zo.meta_trainer import init_meta_state, meta_step
 from zol2l_ext.zo.synthetic import SparseQuadraticProblem

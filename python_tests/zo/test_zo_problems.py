@@ -11,8 +11,8 @@ from torch import nn
 from zol2l_ext import zo
 from zol2l_ext.zo import seeding
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import one_thread, tiny_attack  # noqa: F401  (one_thread: autouse fixture)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import one_thread, tiny_attack  # noqa: F401  (one_thread: autouse fixture)
 
 
 def _manual_attack_loss(model, x, x0, labels, c, targeted=False, target=None, norm="l1"):

@@ -10,8 +10,8 @@ import torch
 from zol2l_ext import zo
 from zol2l_ext.zo import NonFiniteValueError
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import Counting, one_thread, quadratic, sgd_like_lstm, tiny_attack  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import Counting, one_thread, quadratic, sgd_like_lstm, tiny_attack  # noqa: F401
 from test_zo_optimizers import NAMES, QUAD_KW, make  # noqa: E402
 
 

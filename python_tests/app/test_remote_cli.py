@@ -19,7 +19,7 @@ from zol2l_ext import models as M
 from zol2l_ext.remote import RemoteModel
 from zol2l_ext.serve import Faults, ScoringServer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
 from test_kill_resume import kill_once_written  # noqa: E402
 from test_remote import FailsAfter  # noqa: E402
 

@@ -13,8 +13,8 @@ from zol2l_ext import zo
 from zol2l_ext.remote import EndpointError, RemoteModel
 from zol2l_ext.serve import ScoringServer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import tiny_attack  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import tiny_attack  # noqa: E402
 
 
 def _callable(fn, B=2, d=3):

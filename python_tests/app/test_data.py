@@ -13,7 +13,7 @@ import torch
 from zol2l_ext import data as D
 from zol2l_ext import models as M
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _staged_root():

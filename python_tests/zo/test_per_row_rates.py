@@ -11,8 +11,8 @@ import torch
 
 from zol2l_ext import zo
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import quadratic  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import quadratic  # noqa: E402
 
 R, D, STEPS = 3, 10, 14
 # (name, K candidate hyper-parameter sets); lr is delta (coordinate step lr / d)

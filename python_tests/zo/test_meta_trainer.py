@@ -231,7 +231,7 @@ def test_zolstm_pretrained_by_name(tmp_path, monkeypatch):
 
 
 def test_pick_update_scale_returns_the_best_alpha():
-    from zol2l_ext.zo.heldout_picks import pick_update_scale
+    from zol2l_ext.zo.meta_heldout import pick_update_scale
 
     torch.manual_seed(0)
     model = LearnedZO()

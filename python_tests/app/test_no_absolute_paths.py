@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Folders of one machine or one user: the work tree, homes (Linux, macOS, root's) and temporary folders.
 MACHINE_DIRS = ("work", "home", "Users", "root", "tmp", "var/tmp", "private/var/folders")

@@ -15,8 +15,8 @@ from zol2l_ext import zo
 from zol2l_ext.zo.estimator import gaussian_estimate
 from zol2l_ext.zo.optimizers import OptimizerTraits, ZOOptimizer, unregister_optimizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import Counting, quadratic  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import Counting, quadratic  # noqa: E402
 
 NAME = "zo-sgd-momentum"
 

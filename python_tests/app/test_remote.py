@@ -16,8 +16,8 @@ from zol2l_ext.remote_attack import run_resumable_attack
 from zol2l_ext.serve import Faults, ScoringServer
 from zol2l_ext import attack_setup as AS
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helpers, under any import mode
-from test_zo_common import tiny_attack  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the shared helpers, under any import mode
+from zo_testing import tiny_attack  # noqa: E402
 
 FAST = dict(backoff=0.001)  # retries without the default backoff's waits
 
