@@ -1,5 +1,6 @@
-"""The package's layering: `zol2l attack` walks down from the command line to the first black-box call without
-climbing back up, and no module imports one that imports it back (module-level or inside a function)."""
+"""The package's layering (docs/ARCHITECTURE.md): `zol2l attack` walks down from the command line to the first
+black-box call without climbing back up, no module imports one that imports it back (module-level or inside a
+function), and no module is over 400 lines."""
 import ast
 import os
 import sys
@@ -96,3 +97,15 @@ def test_no_import_loops():
         if m not in state:
             visit(m, [m])
     assert loops == [], "import loops:\n" + "\n".join(loops)
+
+
+def test_modules_are_small():
+    long = []
+    for folder, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                n = sum(1 for _ in open(path, encoding="utf-8"))
+                if n > 400:
+                    long.append(f"{os.path.relpath(path, PKG)}: {n} lines")
+    assert long == [], "modules over 400 lines:\n" + "\n".join(long)

@@ -85,12 +85,6 @@ def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):
     return TU.resolve_tuning(str(tuned), space=space, run_task=task_name)
 
 
-def _lr_for(name: str, dataset: str, table, source: Optional[str], space: Optional[str] = None):
-    """(lr or None, extra make_optimizer kwargs, lr source) of optimizer ``name``: `settings.lr_for`'s order
-    (``space``: the attack's, for the fallback table; None: the dataset's default)."""
-    return S.lr_for(name, dataset, space, table, source)
-
-
 def baseline_settings(name: str, task, space: Optional[str] = None):
     """(lr or None, extra make_optimizer kwargs, source) of optimizer ``name`` on ``task`` (a name or a TaskSpec;
     ``space``: see `tasks.task_with`) from the task's shipped tuning, else the untuned fallbacks: what
@@ -98,7 +92,7 @@ def baseline_settings(name: str, task, space: Optional[str] = None):
     spec = T.task_with(task, space)
     run_space = _run_space(spec)
     table, source, _ = resolve_tuned(None, spec.name, space=run_space)
-    return _lr_for(optimizer_key(name), spec.dataset, table, source, run_space)
+    return S.lr_for(optimizer_key(name), spec.dataset, run_space, table, source)
 
 
 def _run_space(spec) -> Optional[str]:
@@ -194,7 +188,7 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
     result: Dict[str, Any] = {"format": FORMAT, "task": spec.name, "config": config, "optimizers": {}}
     extra_kw = {optimizer_key(k): dict(v) for k, v in (optimizer_kwargs or {}).items()}
     for name in names:
-        lr, kw, source = _lr_for(name, spec.dataset, table, tuned_source, run_space)
+        lr, kw, source = S.lr_for(name, spec.dataset, run_space, table, tuned_source)
         kw.update(extra_kw.get(name, {}))
         if "lr" in kw:
             lr = float(kw.pop("lr"))
