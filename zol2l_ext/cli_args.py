@@ -72,3 +72,12 @@ def _fraction(v: str) -> float:
         a, b = v.split("/", 1)
         return float(a) / float(b)
     return float(v)
+
+
+def add_baseline_flag(p: argparse.ArgumentParser, default_says: str = "the task's (f0)") -> None:
+    """--baseline: what the estimator differences each direction's value against, for every optimizer."""
+    p.add_argument("--baseline", choices=("f0", "mean"), default=None,
+                   help="what the gradient estimate differences each direction's value against, for every "
+                        "optimizer: f0 = f(theta) (the paper's eq. 1) or mean = the mean of the q direction "
+                        "values (a control variate that cancels what all directions share, e.g. the l1 kink of "
+                        f"saturated pixels; no extra query); default: {default_says}")

@@ -18,6 +18,7 @@ from . import tasks as T
 from . import tune as TU
 from .attack_setup import AttackSetupError
 from .fileio import portable_path
+from .zo.estimator import check_baseline
 from .zo.lstm_optimizer import LearnedZO
 from .zo.optimizers import optimizer_names, optimizer_traits
 from .zo.problems import SPACES
@@ -36,7 +37,7 @@ def attack_defaults(dataset: str) -> dict[str, Any]:
         raise AttackSetupError(f"unknown attack dataset {dataset!r}; choose one of {', '.join(T.DATASET_TASKS)}")
     task = T.TASKS[T.DATASET_TASKS[dataset]]
     return dict(q=task.q, c=task.c, steps=task.horizon, trials=ATTACK_TRIALS[dataset], space=task.space,
-                mu=task.mu)
+                mu=task.mu, baseline=task.baseline)
 
 
 #: dataset -> `attack_defaults` (a view derived from tasks.TASKS, for help texts and tests)
@@ -288,11 +289,12 @@ class AttackSettings:
     lr_source: dict[str, str]
     learned: Optional[LearnedZO] = None
     learned_name: Optional[str] = None
+    baseline: str = "f0"  # the estimator's, for every optimizer
 
 
 def resolve_attack(dataset: str, *, q=None, mu=None, c=None, steps=None, trials=None, space=None,
                    optimizers: Optional[str] = None, learned: Optional[str] = None, lr_args=None, tuned=None,
-                   budget: Optional[int] = None) -> AttackSettings:
+                   budget: Optional[int] = None, baseline: Optional[str] = None) -> AttackSettings:
     """The settings of an attack on ``dataset`` from the command line's values (None: the default)."""
     dflt = attack_defaults(dataset)
     space = dataset_space(dataset, space)
@@ -317,8 +319,11 @@ def resolve_attack(dataset: str, *, q=None, mu=None, c=None, steps=None, trials=
         names.append("zo-lstm")
     lrs, kwargs, lr_source = resolve_lrs(dataset, space, names, lr_args, tuned)
     lrs = {**learning_rates(dataset, names, None, space), **lrs}  # every optimizer's, fallbacks included
+    baseline = check_baseline(dflt["baseline"] if baseline is None else baseline)
+    if baseline != "f0":  # recorded with the optimizers' other keyword arguments (results.json config)
+        kwargs = {n: {**kwargs.get(n, {}), "baseline": baseline} for n in names}
     return AttackSettings(q=q, mu=T.SPACE_MU[space] if mu is None else mu, c=dflt["c"] if c is None else c,
                           steps=dflt["steps"] if steps is None else steps,
                           trials=dflt["trials"] if trials is None else trials, space=space, optimizers=names,
                           lrs=lrs, optimizer_kwargs=kwargs, lr_source=lr_source, learned=model,
-                          learned_name=model_name)
+                          learned_name=model_name, baseline=baseline)

@@ -20,6 +20,7 @@ import torch
 
 from . import data as D
 from .attack_setup import prepare_attack
+from .zo.estimator import check_baseline
 from .zo.problems import SPACES, AttackProblem, BinaryClassificationProblem
 from .zo.synthetic import SparseQuadraticProblem
 
@@ -43,6 +44,7 @@ class TaskSpec:
     n: int = 2000  # binary: samples per dataset
     minibatch: int = 64  # binary: b
     active: int = 0  # sparse: coordinates the function depends on
+    baseline: str = "f0"  # the estimator's baseline for every optimizer on the task (zo.estimator.FD_BASELINES)
 
     def positions(self, part: str) -> list[int]:
         if part not in self.parts:
@@ -84,10 +86,13 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def task_with(task: "TaskSpec | str", space: Optional[str] = None) -> TaskSpec:
+def task_with(task: "TaskSpec | str", space: Optional[str] = None, baseline: Optional[str] = None) -> TaskSpec:
     """The task (a name or a spec) with its attack parameterisation replaced by ``space`` (None: as it is), and
-    the smoothing radius measured for that space (`SPACE_MU`)."""
+    the smoothing radius measured for that space (`SPACE_MU`); ``baseline``: the estimator's baseline for every
+    optimizer on it (None: the task's)."""
     spec = get_task(task) if isinstance(task, str) else task
+    if baseline is not None and baseline != spec.baseline:
+        spec = replace(spec, baseline=check_baseline(baseline))
     if space is None or space == spec.space:
         return spec
     if spec.kind != "attack":

@@ -147,7 +147,8 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
     cap = max_batch_rows if max_batch_rows is not None else None
 
     config: Dict[str, Any] = {
-        "kind": spec.kind, "dataset": spec.dataset, "part": "tune", "q": spec.q, "mu": spec.mu, "steps": steps,
+        "kind": spec.kind, "dataset": spec.dataset, "part": "tune", "q": spec.q, "mu": spec.mu,
+        "baseline": spec.baseline, "steps": steps,
         "trials": trials, "seed": seed, "items": n_items, "rows": R, "dim": d,
         "row_order": "row = trial * items + item",
         "grid": grid, "fine": [round(f, 6) for f in fine],
@@ -181,7 +182,7 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
             if batch:
                 rows = torch.arange(R, dtype=torch.int64).repeat(K)
                 prob = base if K == 1 else base.select(rows.to(dev))
-                kw = {"q": spec.q, "mu": spec.mu, "lr": _per_row(group, "lr", None, R)}
+                kw = {"q": spec.q, "mu": spec.mu, "lr": _per_row(group, "lr", None, R), "baseline": spec.baseline}
                 if tunes_betas(name):
                     kw.update(beta1=_per_row(group, "beta1", ADAM_DEFAULT_BETAS[0], R),
                               beta2=_per_row(group, "beta2", ADAM_DEFAULT_BETAS[1], R))
@@ -191,7 +192,7 @@ def tune_baselines(task, optimizers: Optional[Sequence[str]] = None, trials: int
                 blocks = [slice(k * R, (k + 1) * R) for k in range(K)]
             else:
                 c = group[0]
-                kw = {"q": spec.q, "mu": spec.mu, "lr": c["lr"]}
+                kw = {"q": spec.q, "mu": spec.mu, "lr": c["lr"], "baseline": spec.baseline}
                 if tunes_betas(name):
                     kw.update(beta1=c["beta1"], beta2=c["beta2"])
                 opt = make_optimizer(name, **kw)

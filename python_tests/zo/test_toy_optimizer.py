@@ -40,7 +40,8 @@ def toy():
 
         def step(self, problem, theta, state, seeds):
             with torch.no_grad():
-                est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
+                est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace,
+                                        baseline=self.baseline)
                 velocity = state["velocity"].mul(self.momentum).add_(est.g)
                 theta_new = self.descend(theta, velocity, state)
             return theta_new, {"step": state["step"] + 1, "velocity": velocity, **self.row_entries(state)}, est.f0
@@ -58,7 +59,7 @@ def test_registered_with_its_traits(toy):
     assert (t.label, t.colour, t.learned, t.tunable, t.uses_lr) == ("ZO-SGD-momentum", "goldenrod", False, True, True)
     opt = zo.make_optimizer(NAME, q=4, momentum=0.5)
     assert isinstance(opt, toy) and opt.config() == {"q": 4, "mu": 0.005, "lr": 4.0, "scale_lr_by_dim": True,
-                                                     "momentum": 0.5}
+                                                     "baseline": "f0", "momentum": 0.5}
     with pytest.raises(ValueError, match="already registered"):
         type("Impostor", (ZOOptimizer,), {"name": "zo-sgd", "traits": toy.traits})
     with pytest.raises(TypeError, match="traits"):

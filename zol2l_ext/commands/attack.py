@@ -19,7 +19,7 @@ from .. import distributed as DI
 from .. import remote_attack as RA
 from .. import settings as S
 from ..attack_setup import AttackSetupError, resolve_device
-from ..cli_args import nonnegative_float, positive_float, positive_int
+from ..cli_args import add_baseline_flag, nonnegative_float, positive_float, positive_int
 from ..fileio import check_output_folder, portable_path
 from ..threads import torch_threads
 from ..zo.optimizers import optimizer_names
@@ -97,6 +97,7 @@ def add_parser(sub) -> None:
                    help="y axis of loss_curves.png (default log, where every mean loss is positive)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     RA.add_endpoint_args(p)
+    add_baseline_flag(p, "the dataset's task's (f0)")
     p.set_defaults(func=run)
 
 
@@ -113,7 +114,7 @@ def _attack(args) -> int:
     # not after minutes of loading, and the banner below shows the values in force.
     st = S.resolve_attack(args.dataset, q=args.q, mu=args.mu, c=args.c, steps=args.steps, trials=args.trials,
                           space=args.space, optimizers=args.optimizers, learned=args.learned, lr_args=args.lr,
-                          tuned=args.tuned, budget=args.budget)
+                          tuned=args.tuned, budget=args.budget, baseline=args.baseline)
     device = resolve_device(args.device)
 
     shard = DI.setup(device)  # under torchrun: this rank's share of the rows; rank 0 alone reports
@@ -146,7 +147,8 @@ def _attack(args) -> int:
               "trials, "
               f"optimizers {', '.join(st.optimizers)}, q={st.q}, mu={st.mu:g}, c={st.c:g}, {args.norm}, "
               f"budget {args.budget if args.budget is not None else 'none'}"
-              f"{', stop at success' if args.stop_at_success else ''}, device {device}; "
+              f"{', stop at success' if args.stop_at_success else ''}"
+              f"{f', estimator baseline {st.baseline}' if st.baseline != 'f0' else ''}, device {device}; "
               f"{cost} per optimizer at most"
               + (f"; rows sharded over {shard.world} processes" if shard.active else ""), file=sys.stderr)
     attack_fn = A.run_attack

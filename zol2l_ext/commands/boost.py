@@ -13,7 +13,7 @@ import sys
 from .. import data as D
 from .. import settings as S
 from .. import tasks as T
-from ..cli_args import float_list, positive_int
+from ..cli_args import add_baseline_flag, float_list, positive_int
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
     add_export_args(p, "boosted")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    add_baseline_flag(p, "the one the weights were trained with")
     p.set_defaults(func=run)
 
 
@@ -56,7 +57,7 @@ def run(args) -> int:
 def _boost(args) -> int:
     if not (args.out or args.export):
         raise ValueError("zol2l boost: say where the boosted weights go (--out PATH and/or --export NAME)")
-    spec = T.task_with(args.task, args.space)
+    spec = T.task_with(args.task, args.space, args.baseline)
     model = S.load_learned(args.weights)[0]
     val = T.load_task(spec, "val", data_root=args.data_root)
     problem = val.make(None, repeat=args.trials)
@@ -64,7 +65,8 @@ def _boost(args) -> int:
     print(f"zol2l boost: {spec.name} held-out part ({len(val)} problems x {args.trials} trials, {steps} steps), "
           f"weights {args.weights}", file=sys.stderr)
     (b, t), scores = pick_boost(model, problem, steps, spec.q, spec.mu, args.boosts, args.decays, args.weighting,
-                                seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr))
+                                seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr),
+                                baseline=args.baseline)
     model.set_boost(b, t)
     meta = dict(getattr(model, "meta", {}))
     command = "zol2l boost " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))

@@ -9,6 +9,7 @@ from .. import data as D
 from .. import evaluate as E
 from .. import tasks as T
 from ..attack_setup import resolve_device
+from ..cli_args import add_baseline_flag
 from ..criteria import format_paired, paired_criteria
 from ..evaluate import DEFAULT_OPTIMIZERS
 from ..fileio import portable_argv
@@ -54,6 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
+    add_baseline_flag(p, "the task's (f0)")
     p.set_defaults(func=run)
 
 
@@ -72,7 +74,7 @@ def _evaluate(args) -> int:
     optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
     print(f"zol2l evaluate {args.task} ({args.part}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
           file=sys.stderr)
-    task = T.task_with(args.task, getattr(args, "space", None))
+    task = T.task_with(args.task, getattr(args, "space", None), getattr(args, "baseline", None))
     result = E.evaluate_task(task, part=args.part, optimizers=optimizers, trials=args.trials, steps=args.steps,
                              items=args.items, seed=args.seed, learned=args.learned, tuned=args.tuned,
                              device=device, data_root=args.data_root, progress=not args.no_progress)

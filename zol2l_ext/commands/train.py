@@ -12,6 +12,7 @@ from .. import data as D
 from .. import distributed as DI
 from .. import settings as S
 from .. import tasks as T
+from ..cli_args import add_baseline_flag
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
@@ -97,6 +98,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
+    add_baseline_flag(p, "the task's (f0); saved with the weights")
     p.set_defaults(func=run)
 
 
@@ -108,7 +110,7 @@ def run(args) -> int:
 def _train(args) -> int:
 
 
-    spec = T.task_with(args.task, args.space)
+    spec = T.task_with(args.task, args.space, args.baseline)
     cfg = MetaTrainConfig(
         task=spec.name, stage=args.stage, grad_mode=args.grad_mode, epochs=args.epochs,
         updates_per_epoch=args.updates_per_epoch, batch=args.batch or DEFAULT_BATCH[args.stage],
@@ -116,7 +118,7 @@ def _train(args) -> int:
         mu=args.mu or spec.mu, lam=args.lam, clip=args.clip, clip_mode=args.clip_mode,
         normalize=not args.no_normalize, weighting=args.weighting, objective=args.objective, zo_mu=args.zo_mu,
         zo_chunk=args.zo_chunk, val_steps=args.val_steps, val_trials=args.val_trials, query_prob=args.query_prob,
-        seed=args.seed)
+        seed=args.seed, baseline=spec.baseline)
     if args.lr is not None:
         if args.stage == 1:
             cfg.lr_update = args.lr

@@ -10,7 +10,7 @@ from .. import data as D
 from .. import tasks as T
 from .. import tune as TU
 from ..attack_setup import resolve_device
-from ..cli_args import float_list, positive_int
+from ..cli_args import add_baseline_flag, float_list, positive_int
 from ..threads import torch_threads
 from ..zo.optimizers import optimizer_names
 from ..zo.problems import SPACES
@@ -58,6 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
+    add_baseline_flag(p, "the task's (f0)")
     p.set_defaults(func=run)
 
 
@@ -79,7 +80,7 @@ def _tune(args) -> int:
         kw["fine"] = fine
     print(f"zol2l tune {args.task}: optimizers {', '.join(optimizers)}, trials {args.trials}, device {device}"
           + (f", {args.space} space" if getattr(args, "space", None) else ""), file=sys.stderr)
-    task = T.task_with(args.task, getattr(args, "space", None))
+    task = T.task_with(args.task, getattr(args, "space", None), getattr(args, "baseline", None))
     result = TU.tune_baselines(task, optimizers=optimizers, trials=args.trials, steps=args.steps,
                                seed=args.seed, device=device, data_root=args.data_root,
                                progress=not args.no_progress, batch=not args.no_batch, **kw)

@@ -167,7 +167,8 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
 
     config: Dict[str, Any] = {
         "kind": spec.kind, "dataset": spec.dataset, "part": part, "items": n_items, "trials": trials, "rows": R,
-        "dim": int(problem.dim), "steps": steps, "q": spec.q, "mu": spec.mu, "seed": seed, "device": str(dev),
+        "dim": int(problem.dim), "steps": steps, "q": spec.q, "mu": spec.mu, "baseline": spec.baseline, "seed": seed,
+        "device": str(dev),
         "optimizers": names, "row_order": "row = trial * items + item",
         "initial_point": "problem.initial_point(), the same for every optimizer",
         "has_success": bool(track), "learned": learned_desc, "learned_meta": learned_meta,
@@ -193,10 +194,10 @@ def evaluate_task(task, part: str = "test", optimizers: Sequence[str] = DEFAULT_
         if "lr" in kw:
             lr = float(kw.pop("lr"))
             source = "optimizer_kwargs"
-        opt = A.build_optimizer(name, spec.q, spec.mu, lr, learned=model, **kw)
+        opt = A.build_optimizer(name, spec.q, spec.mu, lr, learned=model, **{"baseline": spec.baseline, **kw})
         t0 = time.perf_counter()
         res = runner.minimize(opt, problem, steps, theta0=theta0.clone(), seed=seed, progress=progress,
-                       track_success=track, desc=name)
+                              track_success=track, desc=name)
         wall = time.perf_counter() - t0
         entry = _summarize(res, trials, n_items, item_steps)
         entry = {"lr": lr if lr is not None else (getattr(opt, "lr", None) if S.uses_lr(name) else None),

@@ -42,6 +42,9 @@ __all__ = [
     "evaluate",
     "mark_nonfinite",
     "gaussian_estimate",
+    "FD_BASELINES",
+    "check_baseline",
+    "fd_base",
     "guided_directions",
     "guided_estimate",
     "orthonormal_pair",
@@ -162,8 +165,15 @@ def gaussian_estimate(
     scale: Optional[Tensor] = None,
     use_scale: Optional[Tensor] = None,
     workspace: Optional[Workspace] = None,
+    baseline: str = "f0",
 ) -> GradientEstimate:
     """The Gaussian estimator for B problems with one black-box call of B x (q + 1) points.
+
+    ``baseline``: what each direction's value is differenced against (`FD_BASELINES`). "f0" is the paper's eq. 1,
+    f(theta + mu u_i) - f(theta). "mean" takes the mean of the q direction values instead, a control variate: a
+    part of the values that all directions share (the dense l1 term of an attack, whose kink at a saturated
+    pixel moves every value alike) then cancels instead of multiplying every u_i. It costs no query, since
+    f(theta) is still evaluated for the loss.
 
     ``workspace``: the directions and the points are written into its buffers (when no gradient flows to theta
     or the scale, and the device has the in-place kernel: on CUDA the caching allocator already reuses memory,
@@ -180,8 +190,25 @@ def gaussian_estimate(
     u, points = ops.sample_queries(theta, q, mu, scale=scale, use_scale=use_scale, seed=seeds, out=out)
     values = evaluate(problem, points, seeds)
     f0 = values[:, 0]
-    g = ops.fd_gradient(f0, values[:, 1:], u, mu)
+    g = ops.fd_gradient(fd_base(values, baseline), values[:, 1:], u, mu)
     return GradientEstimate(g, mark_nonfinite(values, f0), u, values)
+
+
+#: the values an estimate differences against: f(theta) (eq. 1) or the mean of the q direction values
+FD_BASELINES = ("f0", "mean")
+
+
+def check_baseline(baseline: str) -> str:
+    if baseline not in FD_BASELINES:
+        raise ValueError(f"baseline must be one of {', '.join(FD_BASELINES)}, got {baseline!r}")
+    return baseline
+
+
+def fd_base(values: Tensor, baseline: str) -> Tensor:
+    """[B] values the q direction values are differenced against (``values`` [B, q + 1], f(theta) first)."""
+    if check_baseline(baseline) == "mean":
+        return values[:, 1:].mean(dim=1)
+    return values[:, 0]
 
 
 def orthonormal_pair(a: Tensor, b: Tensor, rtol: float = 1e-6) -> Tuple[Tensor, Tensor]:
@@ -231,11 +258,12 @@ def guided_directions(
 
 
 def guided_estimate(problem, theta: Tensor, q: int, mu: float, seeds: Tensor, g_prev: Tensor, dtheta_prev: Tensor,
-                    alpha: float = 0.5) -> GradientEstimate:
-    """The estimator on `guided_directions` for B problems with one black-box call of B x (q + 1) points."""
+                    alpha: float = 0.5, baseline: str = "f0") -> GradientEstimate:
+    """The estimator on `guided_directions` for B problems with one black-box call of B x (q + 1) points
+    (``baseline``: see `gaussian_estimate`)."""
     u, points = guided_directions(theta, q, mu, seeds, g_prev, dtheta_prev, alpha)
     values = evaluate(problem, points, seeds)
-    g = ops.fd_gradient(values[:, 0], values[:, 1:], u, mu)
+    g = ops.fd_gradient(fd_base(values, baseline), values[:, 1:], u, mu)
     return GradientEstimate(g, mark_nonfinite(values), u, values)
 
 

@@ -5,6 +5,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Protocol
 
+from .estimator import check_baseline
+
 __all__ = ["MetaTrainConfig", "ProblemSet", "CHECKPOINT_FORMAT", "GRAD_MODES", "OBJECTIVES", "WEIGHTINGS",
            "CLIP_MODES"]
 
@@ -48,9 +50,11 @@ class MetaTrainConfig:
     val_steps: Optional[int] = None  # steps of the held-out evaluation (default: horizon)
     val_trials: int = 1
     query_prob: float = 0.5  # Bernoulli p of the QueryRNN in the held-out evaluation (stage 2)
+    baseline: str = "f0"  # the estimator's baseline (zo.estimator.FD_BASELINES), saved with the weights
     seed: int = 0
 
     def validate(self) -> None:
+        check_baseline(self.baseline)
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.grad_mode not in GRAD_MODES:

@@ -20,10 +20,14 @@ __all__ = ["evaluate_learned", "pick_on_heldout", "pick_update_scale", "pick_boo
 
 
 def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, use_query: bool,
-                     query_prob: Optional[float] = 0.5, seed: int = 0) -> Dict[str, Any]:
+                     query_prob: Optional[float] = 0.5, seed: int = 0,
+                     baseline: Optional[str] = None) -> Dict[str, Any]:
     """Run ZO-LSTM (test-time behaviour, no gradients) and return mean final loss, loss curve and success
-    (``query_prob=None``: the p saved with the weights, as `ZOLSTM` takes it)."""
+    (``query_prob`` / ``baseline`` None: the p / the estimator baseline saved with the weights, as `ZOLSTM`
+    takes them)."""
     opt = ZOLSTM(model, q=q, mu=mu, use_query=use_query, query_prob=query_prob)
+    if baseline is not None:
+        opt.baseline = baseline
     res = minimize(opt, problem, steps, seed=seed, progress=False, nan_policy="fail")
     final = res.final_loss.double()
     out: Dict[str, Any] = {
@@ -37,7 +41,8 @@ def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, u
 
 def pick_on_heldout(model: LearnedZO, variants: Dict[Any, Callable[[LearnedZO], None]], problem, steps: int, q: int,
                     mu: float, *, use_query: bool, query_prob: Optional[float], seed: int, weighting: str,
-                    log: Optional[Callable[[Any, float, Dict[str, Any]], None]] = None):
+                    log: Optional[Callable[[Any, float, Dict[str, Any]], None]] = None,
+                    baseline: Optional[str] = None):
     """(the best key, {key: held-out objective}): ``variants[key]`` changes a copy of ``model`` (a transfer
     factor, a boost), which runs at test time on ``problem``; the objective is its loss curve weighted as
     ``weighting`` (`weighted_curve_mean`), the lowest wins. ``log(key, score, run)`` after each."""
@@ -45,7 +50,8 @@ def pick_on_heldout(model: LearnedZO, variants: Dict[Any, Callable[[LearnedZO], 
     for key, change in variants.items():
         m = copy.deepcopy(model)
         change(m)
-        run = evaluate_learned(m, problem, steps, q, mu, use_query=use_query, query_prob=query_prob, seed=seed)
+        run = evaluate_learned(m, problem, steps, q, mu, use_query=use_query, query_prob=query_prob, seed=seed,
+                               baseline=baseline)
         scores[key] = weighted_curve_mean(run["curve"], weighting)
         if log is not None:
             log(key, scores[key], run)
@@ -70,7 +76,7 @@ def pick_update_scale(model, val, cfg, grid=ALPHA_GRID, progress: bool = True) -
     return pick_on_heldout(model, {a: (lambda m, a=a: m.scale_update(a)) for a in grid},
                            val.make(None, repeat=cfg.val_trials), cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
                            use_query=cfg.stage == 2, query_prob=cfg.query_prob, seed=cfg.seed + 7919,
-                           weighting=cfg.weighting, log=log)
+                           weighting=cfg.weighting, log=log, baseline=cfg.baseline)
 
 
 # The early-step boost's grid (LearnedZO.set_boost): the boost of step 0 and its decay time constant in steps.
@@ -79,9 +85,9 @@ DECAY_GRID = (10.0, 25.0, 50.0)
 
 
 def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, weighting: str = "uniform",
-               seed: int = 0, log=None) -> tuple:
+               seed: int = 0, log=None, baseline: Optional[str] = None) -> tuple:
     """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once. ZO-LSTM runs
-    with the Bernoulli p saved with the weights."""
+    with the Bernoulli p saved with the weights, and the estimator ``baseline`` (None: the one saved with them)."""
 
     grid = [(b, t) for b in boosts for t in decays if b != 1.0]
     if 1.0 in boosts:
@@ -93,4 +99,5 @@ def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, we
                 f"final {run['final_loss']:.4g}")
 
     return pick_on_heldout(model, {(b, t): (lambda m, b=b, t=t: m.set_boost(b, t)) for b, t in grid}, problem,
-                           steps, q, mu, use_query=True, query_prob=None, seed=seed, weighting=weighting, log=report)
+                           steps, q, mu, use_query=True, query_prob=None, seed=seed, weighting=weighting, log=report,
+                           baseline=baseline)

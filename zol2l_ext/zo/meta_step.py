@@ -81,7 +81,7 @@ class _MetaBlackBox:
 
 def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], seeds: Tensor, *, q: int,
               mu: float, use_query: bool, grad_mode: str = "first-order", lam: float = 0.005,
-              zo_mu: float = 1e-3, zo_chunk: Optional[int] = None):
+              zo_mu: float = 1e-3, zo_chunk: Optional[int] = None, baseline: str = "f0"):
     """One differentiable step of the learned optimizer on B problems: `ZOLSTM.differentiable_step` (Bernoulli
     p = 1) and the value of its new iterate for the meta-loss.
 
@@ -90,6 +90,7 @@ def meta_step(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor], s
     """
     first_order = grad_mode == "first-order"
     opt = ZOLSTM(model, q=q, mu=mu, use_query=use_query, query_prob=1.0, differentiable=True)
+    opt.baseline = baseline
     out = opt.differentiable_step(_MetaBlackBox(problem, first_order), theta, st, seeds)
     reg = None if out.scale is None else QueryRNN.regularizer(out.scale, lam)
     f0 = out.estimate.values[:, 0].detach()
@@ -146,7 +147,7 @@ def window_loss(model: LearnedZO, problem, theta: Tensor, st: Dict[str, Tensor],
         seeds = step_seeds(run_seed, pids, t - 1)
         theta, st, f_new, reg, f0 = meta_step(
             model, problem, theta, st, seeds, q=cfg.q, mu=cfg.mu, use_query=use_query, grad_mode=cfg.grad_mode,
-            lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk)
+            lam=cfg.lam, zo_mu=cfg.zo_mu, zo_chunk=cfg.zo_chunk, baseline=cfg.baseline)
         if f_start is None:
             f_start = f0
         w = step_weight(t, cfg.weighting)

@@ -165,7 +165,7 @@ class MetaTrainer:
             self._val_problem = self.val_set.make(None, repeat=cfg.val_trials)
         with torch.no_grad():
             res = evaluate_learned(self.model, self._val_problem, cfg.val_steps or cfg.horizon, cfg.q, cfg.mu,
-                                   self.use_query, cfg.query_prob, seed=cfg.seed + 7919)
+                                   self.use_query, cfg.query_prob, seed=cfg.seed + 7919, baseline=cfg.baseline)
         return res
 
     # -- checkpoints ------------------------------------------------------------------------------------
@@ -286,6 +286,8 @@ class MetaTrainer:
              "torch": str(torch.__version__)}
         if self.use_query:
             m["query_prob"] = self.cfg.query_prob
+        if self.cfg.baseline != "f0":  # the estimator the weights were trained with; ZOLSTM takes it by default
+            m["baseline"] = self.cfg.baseline
         if val:
             m["val_final_loss"] = val["final_loss"]
             m["val_objective"] = weighted_curve_mean(val["curve"], self.cfg.weighting)

@@ -45,7 +45,8 @@ class ZOAdam(ZOOptimizer):
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
+            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace,
+                                    baseline=self.baseline)
             t = state["step"] + 1
             if "b1" in state:
                 theta_new, m, v = self._row_update(theta, est.g, state, t)

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..estimator import Workspace
+from ..estimator import Workspace, check_baseline
 from .registry import OptimizerTraits, register_optimizer
 
 __all__ = ["ZOOptimizer", "StepOut", "Rate", "per_row_value", "check_rate"]
@@ -89,7 +89,10 @@ class ZOOptimizer:
     #: theta_t from that query); a subclass that breaks this must set it to False
     row0_is_theta = True
     #: the constructor arguments saved by state_dict (subclasses extend it)
-    _config_keys: Tuple[str, ...] = ("q", "mu", "lr", "scale_lr_by_dim")
+    _config_keys: Tuple[str, ...] = ("q", "mu", "lr", "scale_lr_by_dim", "baseline")
+    #: what the estimator differences the direction values against (estimator.FD_BASELINES): "f0", eq. 1, or
+    #: "mean", the control variate; set through make_optimizer(..., baseline=...) or the attribute
+    baseline: str = "f0"
     #: the per-problem state entries that init_state starts at zero, shaped like theta0
     _zero_state: Tuple[str, ...] = ()
 
@@ -114,6 +117,7 @@ class ZOOptimizer:
         return ws
 
     def _validate(self) -> None:
+        check_baseline(self.baseline)
         if self.q < 1:
             raise ValueError(f"{self.name}: q must be >= 1, got {self.q}")
         if not (self.mu > 0 and math.isfinite(self.mu)):

@@ -37,7 +37,7 @@ class GuidedES(ZOOptimizer):
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
             est = guided_estimate(problem, theta, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
-                                  self.alpha)
+                                  self.alpha, baseline=self.baseline)
             delta = est.g * (-self.rate(state, theta.shape[1]))
             theta_new = theta + delta
         new = {"step": state["step"] + 1, "g_prev": est.g, "dtheta_prev": delta, **self.row_entries(state)}

@@ -111,6 +111,8 @@ class ZOLSTM(ZOOptimizer):
         self.guided = bool(guided)
         self.alpha = float(alpha)
         self.differentiable = bool(differentiable)
+        # the estimator baseline the weights were trained with (make_optimizer(baseline=...) overrides it)
+        self.baseline = str(getattr(model, "meta", {}).get("baseline", "f0"))
         super().__init__(q, mu, lr, scale_lr_by_dim)
 
     @classmethod
@@ -186,12 +188,13 @@ class ZOLSTM(ZOOptimizer):
             if self.query_prob < 1.0:
                 use = uniform01(derive(seeds, SALT_BERNOULLI)) < self.query_prob
             est = gaussian_estimate(problem, point, self.q, self.mu, seeds, scale=scale.abs(), use_scale=use,
-                                    workspace=workspace)
+                                    workspace=workspace, baseline=self.baseline)
         elif self.guided:
             est = guided_estimate(problem, point, self.q, self.mu, seeds, state["g_prev"], state["dtheta_prev"],
-                                  self.alpha)
+                                  self.alpha, baseline=self.baseline)
         else:
-            est = gaussian_estimate(problem, point, self.q, self.mu, seeds, workspace=workspace)
+            est = gaussian_estimate(problem, point, self.q, self.mu, seeds, workspace=workspace,
+                                    baseline=self.baseline)
         g = est.g
         if self.use_update:
             y, u_new = self.model.update_step(g, state)

@@ -78,9 +78,14 @@ def optimizer_traits(name: str) -> OptimizerTraits:
     return optimizer_class(name).traits
 
 
-def make_optimizer(name: str, **kwargs):
-    """An optimizer by registry name (case-insensitive; '_' and '-' are interchangeable)."""
-    return optimizer_class(name)(**kwargs)
+def make_optimizer(name: str, baseline: Optional[str] = None, **kwargs):
+    """An optimizer by registry name (case-insensitive; '_' and '-' are interchangeable). ``baseline``: the
+    estimator's (`ZOOptimizer.baseline`; None: "f0", the paper's eq. 1), common to every optimizer."""
+    opt = optimizer_class(name)(**kwargs)
+    if baseline is not None:
+        opt.baseline = baseline
+        opt._validate()
+    return opt
 
 
 def optimizer_from_state_dict(sd: Dict[str, Any], device=None):

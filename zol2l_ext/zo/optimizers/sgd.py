@@ -18,7 +18,8 @@ class ZOSGD(ZOOptimizer):
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
+            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace,
+                                    baseline=self.baseline)
             theta_new = self.descend(theta, est.g, state)
         return theta_new, {"step": state["step"] + 1, **self.row_entries(state)}, est.f0
 
@@ -34,6 +35,7 @@ class ZOSignSGD(ZOOptimizer):
 
     def step(self, problem, theta, state, seeds):
         with torch.no_grad():
-            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace)
+            est = gaussian_estimate(problem, theta, self.q, self.mu, seeds, workspace=self.workspace,
+                                    baseline=self.baseline)
             theta_new = self.descend(theta, est.g.sign(), state)
         return theta_new, {"step": state["step"] + 1, **self.row_entries(state)}, est.f0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ... import ops
-from ..estimator import _check_theta, evaluate, gaussian_estimate, mark_nonfinite
+from ..estimator import _check_theta, evaluate, fd_base, gaussian_estimate, mark_nonfinite
 from .base import Rate, ZOOptimizer
 from .registry import OptimizerTraits
 
@@ -64,7 +64,7 @@ class ZOSZVRG(ZOOptimizer):
         t = state["step"]
         with torch.no_grad():
             if t % self.epoch_length == 0:
-                est = gaussian_estimate(problem, theta, self.q_snapshot, self.mu, seeds)
+                est = gaussian_estimate(problem, theta, self.q_snapshot, self.mu, seeds, baseline=self.baseline)
                 v, f0 = est.g, est.f0
                 snapshot, g_snap = theta, est.g
             else:
@@ -76,7 +76,8 @@ class ZOSZVRG(ZOOptimizer):
                 values = evaluate(problem, pts, seeds)
                 q1 = self.q + 1
                 # g(theta; u) - g(theta~; u) in one op: fd_gradient is linear in (f0, fq).
-                diff = ops.fd_gradient(values[:, 0] - values[:, q1], values[:, 1:q1] - values[:, q1 + 1:], u, self.mu)
+                base = fd_base(values[:, :q1], self.baseline) - fd_base(values[:, q1:], self.baseline)
+                diff = ops.fd_gradient(base, values[:, 1:q1] - values[:, q1 + 1:], u, self.mu)
                 v = diff + g_snap
                 f0 = mark_nonfinite(values)
             theta_new = self.descend(theta, v, state)
