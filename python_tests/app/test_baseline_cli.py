@@ -48,7 +48,8 @@ def test_tune_and_evaluate_record_the_baseline(tmp_path, monkeypatch):
     out = tmp_path / "tune.json"
     assert cli.main(["tune", "binary", "--steps", "2", "--trials", "1", "--grid", "1", "--fine", "",
                      "--optimizers", "zo-sgd", "--baseline", "mean", "--out", str(out), "--no-progress"]) == 0
-    assert json.loads(out.read_text())["config"]["baseline"] == "mean"
+    res = json.loads(out.read_text())
+    assert res["config"]["baseline"] == "mean" and "--baseline mean" in res["command"]
     assert seen and all(b == "mean" for _, b in seen)
     assert cli.main(["evaluate", "binary", "--optimizers", "zo-sgd", "--items", "1", "--trials", "1", "--steps",
                      "2", "--baseline", "mean", "--tuned", "none", "--out", str(tmp_path / "ev"),

@@ -86,7 +86,7 @@ def _tune(args) -> int:
                                progress=not args.no_progress, batch=not args.no_batch, **kw)
     argv = ["zol2l", "tune", args.task, "--optimizers", ",".join(optimizers), "--trials", str(args.trials)]
     for flag, val in (("--steps", args.steps), ("--seed", args.seed), ("--grid", args.grid), ("--fine", args.fine),
-                      ("--space", getattr(args, "space", None))):
+                      ("--space", getattr(args, "space", None)), ("--baseline", getattr(args, "baseline", None))):
         if val is not None:
             argv += [flag, str(val)]
     result["command"] = " ".join(argv)
