@@ -192,3 +192,23 @@ def test_bad_meta_training_checkpoint_on_resume(kind, tmp_path, capsys):
     line = _one_line_error(argv, capsys, ck)
     assert ("checkpoint was trained with task='binary'" in line if kind == "another task"
             else "not a" in line)
+
+
+def test_a_full_disk_while_caching_the_digits_cnn_only_loses_the_cache(tmp_path, monkeypatch):
+    """The embedded target is trained, then cached: a cache that cannot be written (full disk, read-only
+    folder) costs the cache, with a warning, not the run."""
+    import errno
+
+    from zol2l_ext import data as D
+    from zol2l_ext.models import digits_cnn
+
+    monkeypatch.setenv(D.ENV_CACHE, str(tmp_path / "cache"))
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(digits_cnn, "save_checkpoint", full)
+    with pytest.warns(UserWarning, match="could not cache the digits CNN at .*No space left on device"):
+        model, meta = digits_cnn.get_digits_model(progress=False)
+    assert meta["cached"] is False and meta["test_accuracy"] > 0.9
+    assert not os.path.exists(digits_cnn.digits_cache_path())

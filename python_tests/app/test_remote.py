@@ -197,3 +197,18 @@ def test_zoattack_on_a_remote_model_equals_the_local_attack():
     # the forward of 8-image requests may round otherwise than one forward of all: the losses, not the steps
     assert torch.allclose(rres.loss, res.loss, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert remote.stats()["failed_requests"] == 0
+
+
+def test_a_rate_limited_endpoint_is_waited_for_and_exact():
+    """429 with Retry-After: the client waits as told and retries; every image is scored once and exactly."""
+    model, x = _linear(), torch.rand(96, 1, 8, 8)
+    faults = Faults(rate_limit=4.0, rate_burst=2)  # 2 requests at once, then 4 a second
+    with ScoringServer(model, faults=faults, input_shape=(1, 8, 8)) as srv:
+        remote = RemoteModel(srv.url, batch_size=16, concurrency=3, retries=8, **FAST)
+        out = remote(x)  # 6 requests: more than the burst
+        served = srv.stats()
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+    stats = remote.stats()
+    assert served["rate_limited"] > 0 and stats["retried_requests"] > 0
+    assert stats["answered_evaluations"] == 96 and stats["failed_requests"] == 0

@@ -50,6 +50,15 @@ def test_integer_values_are_numbers():
     assert torch.equal(r.theta, ref.theta)
 
 
+@pytest.mark.parametrize("fn, dtype", [
+    (lambda p: p.square().sum(-1) > 1.0, "torch.bool"),                  # a yes/no answer, not a loss
+    (lambda p: p.square().sum(-1).to(torch.complex128), "torch.complex128"),
+])
+def test_bool_or_complex_values_are_a_clear_error(fn, dtype):
+    with pytest.raises(ValueError, match=rf"must return real values \(floating point or integer\), got {dtype}"):
+        _minimize(_callable(fn))
+
+
 def test_nan_values_mark_only_that_row_failed_or_raise():
     def fn(points):
         v = points.square().sum(-1)

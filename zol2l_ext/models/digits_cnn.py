@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -75,6 +76,10 @@ def get_digits_model(retrain: bool = False, progress: bool = True) -> tuple[torc
         except Exception:  # noqa: BLE001  (a corrupt or foreign cache file: retrain over it)
             pass
     model, meta = train_digits_cnn(progress=progress)
-    save_checkpoint(model, path, meta)
+    try:
+        save_checkpoint(model, path, meta)  # atomic: a failed write leaves no half file
+    except OSError as e:  # a full disk or a read-only cache: the model is trained, only the cache is lost
+        warnings.warn(f"could not cache the digits CNN at {path} ({e.strerror or e}); it is retrained next time",
+                      stacklevel=2)
     meta["path"], meta["cached"] = path, False
     return model, meta

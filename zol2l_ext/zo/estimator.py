@@ -106,7 +106,8 @@ def evaluate(problem, points: Tensor, seeds: Optional[Tensor] = None) -> Tensor:
 
     A stochastic problem gets ``seed=derive(seeds, SALT_DATA)`` so that its sample (minibatch) is a function
     of the step's keys. The first call of the process applies `malloc_tuning.keep_freed_memory_once`. Values
-    are returned in the dtype of ``points``. Raises ValueError on a wrong shape.
+    are returned in the dtype of ``points``. Raises ValueError on a wrong shape, and on bool or complex values
+    (a cast would silently keep 0/1 or drop the imaginary part).
     """
     B, Q, d = points.shape
     # Every black-box call of the library passes here: the first one keeps the process from returning the black
@@ -123,6 +124,8 @@ def evaluate(problem, points: Tensor, seeds: Optional[Tensor] = None) -> Tensor:
             f"the black box must map points [B={B}, Q={Q}, d={d}] to values [B={B}, Q={Q}], "
             f"got values of shape {tuple(values.shape)}"
         )
+    if values.dtype == torch.bool or values.is_complex():  # a cast would keep 0/1 or drop the imaginary part
+        raise ValueError(f"the black box must return real values (floating point or integer), got {values.dtype}")
     if values.dtype != points.dtype or values.device != points.device:
         values = values.to(device=points.device, dtype=points.dtype)
     return values
