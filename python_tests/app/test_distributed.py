@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from zol2l_ext import cli
@@ -125,3 +126,24 @@ def test_shard_rows_cover_every_row_once():
             blocks = [DI.shard_rows(n, r, world) for r in range(world)]
             assert [r for b in blocks for r in b] == list(range(n))
             assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+
+
+def test_torchrun_training_resumes_to_the_uninterrupted_run(tmp_path):
+    """`zol2l train` under torchrun: stopped after epoch 1 and resumed with --resume, it ends where the
+    uninterrupted 2-process run ends (rank 0 alone writes the checkpoint; every rank resumes from it)."""
+    base = ["train", "binary", "--updates-per-epoch", "1", "--batch", "2", "--horizon", "10", "--unroll", "5",
+            "--val-steps", "5", "--no-progress"]
+    p = torchrun(base + ["--epochs", "2", "--out", "full"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = torchrun(base + ["--epochs", "1", "--out", "part"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = torchrun(base + ["--epochs", "2", "--out", "part", "--resume"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "resumed" in p.stderr
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert full["update_count"] == part["update_count"] == 2
+    a, b = full["model"]["state_dict"], part["model"]["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
