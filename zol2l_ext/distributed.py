@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,8 @@ import torch.distributed as dist
 
 from .fileio import atomic_torch_save
 
-__all__ = ["ENV_TIMEOUT", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "save_shard", "setup", "shard_rows"]
+__all__ = ["ENV_TIMEOUT", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "note", "save_shard",
+           "setup", "shard_rows"]
 
 ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
 
@@ -45,6 +47,14 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def note(message: str) -> None:
+    """A setup note on stderr, from rank 0 only (every rank resolves the same settings: under torchrun the notes
+    would repeat once per process). Read from the environment, so it works before `setup`; errors are not
+    notes and every rank still reports its own."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr)
 
 
 def _timeout() -> datetime.timedelta:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import os
-import sys
 from typing import Any, Mapping, Optional, Sequence
 
 from . import data as D
+from . import distributed as DI
 from . import tasks as T
 from . import tune as TU
 from .attack_setup import AttackSetupError
@@ -160,7 +160,7 @@ def resolve_lrs(dataset: str, space: str, optimizers: Sequence[str], lr_args: Se
                                f"{', '.join(optimizers)})")
     table, source, tuned_task = TU.resolve_tuning(tuned, dataset, space=space)
     if table is not None and TU.task_dataset(tuned_task) not in (None, dataset):
-        print(f"zol2l: note: the tuning {source} was made on task {tuned_task}, not on {dataset}", file=sys.stderr)
+        DI.note(f"zol2l: note: the tuning {source} was made on task {tuned_task}, not on {dataset}")
     lrs: dict[str, float] = {}
     kwargs: dict[str, dict[str, float]] = {}
     lr_source: dict[str, str] = {}
@@ -183,8 +183,8 @@ def _announce_tuning(optimizers, lrs, kwargs, lr_source, source) -> None:
             bits.append(f"betas {kwargs[n].get('beta1', '-')}/{kwargs[n].get('beta2', '-')}")
         if bits:
             parts.append(f"{n} {' '.join(bits)}")
-    print(f"zol2l: learning rates from {source}: " + ("; ".join(parts) or "none of the running optimizers is tuned "
-                                                                         "there"), file=sys.stderr)
+    DI.note(f"zol2l: learning rates from {source}: " + ("; ".join(parts) or "none of the running optimizers is "
+                                                                           "tuned there"))
 
 
 # ------------------------------------------------------------------------------------------ optimizers
@@ -313,8 +313,8 @@ def resolve_attack(dataset: str, *, q=None, mu=None, c=None, steps=None, trials=
         if model is None:
             model_name = None
             tried = ", ".join(f"{n}.pt" for n in LEARNED_CANDIDATES.get(dataset, ()))
-            print(f"zol2l: zo-lstm skipped: no pretrained learned optimizer for {dataset} (looked for {tried} in "
-                  "zol2l_ext/pretrained/)", file=sys.stderr)
+            DI.note(f"zol2l: zo-lstm skipped: no pretrained learned optimizer for {dataset} (looked for {tried} in "
+                    "zol2l_ext/pretrained/)")
     if model is not None and not optimizers:
         names.append("zo-lstm")
     lrs, kwargs, lr_source = resolve_lrs(dataset, space, names, lr_args, tuned)

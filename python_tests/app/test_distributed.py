@@ -147,3 +147,10 @@ def test_torchrun_training_resumes_to_the_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_setup_notes_come_from_rank_0_only(cache, tmp_path):
+    p = torchrun(TINY + ["--count", "2", "--out", "two"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    notes = [line for line in p.stderr.splitlines() if line.startswith("zol2l: learning rates from")]
+    assert len(notes) == 1, p.stderr[-2000:]  # not once per process

@@ -132,8 +132,8 @@ def _train(args) -> int:
         model = S.load_learned(args.init)[0]
         commands = list(getattr(model, "meta", {}).get("commands", [])) + commands
     elif args.stage == 2:
-        print("zol2l train: stage 2 without --init trains the QueryRNN next to an untrained UpdateRNN "
-              "(pass the stage-1 best.pt)", file=sys.stderr)
+        DI.note("zol2l train: stage 2 without --init trains the QueryRNN next to an untrained UpdateRNN "
+                "(pass the stage-1 best.pt)")
     fresh_step = None
     if model is None:
         if args.scaling == "rms" and str(args.step).lower() != "auto":
@@ -167,7 +167,7 @@ def _train(args) -> int:
     if alpha != 1.0 and not resuming:
         model.scale_update(alpha)
         meta["update_scale_applied"] = float(alpha)
-        print(f"zol2l train: UpdateRNN output scaled by alpha = {alpha:g}", file=sys.stderr)
+        DI.note(f"zol2l train: UpdateRNN output scaled by alpha = {alpha:g}")
     # rank 0 alone evaluates on the held-out set and writes; the others go on to the next update's all-reduce
     trainer = MT.MetaTrainer(cfg, train, val if shard.main else None, model=model,
                           out_dir=out if shard.main else None, device=device,
@@ -176,13 +176,12 @@ def _train(args) -> int:
     ck = os.path.join(out, "checkpoint.pt")
     if resuming:
         trainer.load_checkpoint(ck)
-        print(f"zol2l train: resumed from {ck} at update {trainer.update_count}", file=sys.stderr)
+        DI.note(f"zol2l train: resumed from {ck} at update {trainer.update_count}")
     elif os.path.isfile(ck) and not args.resume:
-        print(f"zol2l train: {ck} exists; starting afresh over it (pass --resume to continue it)",
-              file=sys.stderr)
-    print(f"zol2l train: {spec.name} stage {cfg.stage} ({cfg.grad_mode}), {len(train)} training problems, "
-          f"batch {cfg.batch}, {cfg.epochs} x {cfg.updates_per_epoch} updates of {cfg.horizon} steps "
-          f"(unroll {cfg.unroll}), q={cfg.q}; held-out: {len(val)} problems -> {out}", file=sys.stderr)
+        DI.note(f"zol2l train: {ck} exists; starting afresh over it (pass --resume to continue it)")
+    DI.note(f"zol2l train: {spec.name} stage {cfg.stage} ({cfg.grad_mode}), {len(train)} training problems, "
+            f"batch {cfg.batch}, {cfg.epochs} x {cfg.updates_per_epoch} updates of {cfg.horizon} steps "
+            f"(unroll {cfg.unroll}), q={cfg.q}; held-out: {len(val)} problems -> {out}")
     t0 = time.perf_counter()
     try:
         trainer.fit()
