@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .zo.estimator import FD_BASELINES
+
 
 def _number(kind, low: float, strict: bool, what: str):
     def parse(text: str):
@@ -76,7 +78,7 @@ def _fraction(v: str) -> float:
 
 def add_baseline_flag(p: argparse.ArgumentParser, default_says: str = "the task's (f0)") -> None:
     """--baseline: what the estimator differences each direction's value against, for every optimizer."""
-    p.add_argument("--baseline", choices=("f0", "mean"), default=None,
+    p.add_argument("--baseline", choices=FD_BASELINES, default=None,
                    help="what the gradient estimate differences each direction's value against, for every "
                         "optimizer: f0 = f(theta) (the paper's eq. 1) or mean = the mean of the q direction "
                         "values (a control variate that cancels what all directions share, e.g. the l1 kink of "

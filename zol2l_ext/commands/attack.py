@@ -156,16 +156,15 @@ def _attack(args) -> int:
         if not args.out:
             print(f"zol2l attack: progress goes to {out}; after a failure, resume with --out {out}", file=sys.stderr)
         attack_fn = functools.partial(RA.run_resumable_attack, os.path.join(out, RA.STATE_FILE),
-                                checkpoint_every=args.checkpoint_every or RA.ENDPOINT_CHECKPOINT_EVERY)
-    lrs = {n: st.lrs.get(n) for n in st.optimizers}  # complete: run_attack resolves nothing again
+                                      checkpoint_every=args.checkpoint_every or RA.ENDPOINT_CHECKPOINT_EVERY)
     outcome = attack_fn(args.dataset, aset.images, aset.labels, aset.target.model, st.optimizers,
-                  output=aset.output, image_ids=aset.ids, q=st.q, mu=st.mu, steps=st.steps,
-                  trials=st.trials, seed=args.seed, device=device, lrs=lrs, c=st.c,
-                  norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
-                  chunk_size=args.chunk_size, learned=st.learned, learned_name=st.learned_name,
-                  target_name=aset.target.name, classes=aset.classes,
-                  optimizer_kwargs=st.optimizer_kwargs, progress=progress, space=st.space,
-                  shard=shard if shard.active else None)
+                        output=aset.output, image_ids=aset.ids, q=st.q, mu=st.mu, steps=st.steps,
+                        trials=st.trials, seed=args.seed, device=device, lrs=st.lrs, c=st.c,
+                        norm=args.norm, budget=args.budget, stop_at_success=args.stop_at_success,
+                        chunk_size=args.chunk_size, learned=st.learned, learned_name=st.learned_name,
+                        target_name=aset.target.name, classes=aset.classes,
+                        optimizer_kwargs=st.optimizer_kwargs, progress=progress, space=st.space,
+                        shard=shard if shard.active else None)
     if outcome is None:  # a rank other than 0: its rows went to rank 0, which writes the results
         DI.finish(shard)
         return 0

@@ -52,10 +52,10 @@ __all__ = ["evaluate_task", "resolve_learned", "resolve_tuned", "baseline_settin
 def resolve_learned(learned, task_name: str):
     """(LearnedZO, description) from a LearnedZO, a .pt path or a pretrained name (None: the task's own name),
     through `settings.load_learned`."""
+    if isinstance(learned, LearnedZO):
+        return learned, "LearnedZO object"
     model, what = S.load_learned(task_name if learned is None else learned)
-    if isinstance(learned, LearnedZO) or LearnedZO.is_path(what):
-        return model, what if isinstance(learned, LearnedZO) else f"file {what}"
-    return model, S.pretrained_source(what)
+    return model, f"file {what}" if LearnedZO.is_path(what) else S.pretrained_source(what)
 
 
 def resolve_tuned(tuned, task_name: str, space: Optional[str] = None):

@@ -250,15 +250,6 @@ class LearnedZO(nn.Module):
         return os.path.sep in spec or spec.endswith(".pt") or os.path.isfile(spec)
 
     @classmethod
-    def from_name_or_path(cls, spec: str, map_location="cpu") -> "LearnedZO":
-        """`load` a file (see `is_path`) or the shipped weights `pretrained` ``spec``."""
-        if cls.is_path(spec):
-            if not os.path.isfile(spec):
-                raise FileNotFoundError(f"learned optimizer {spec!r}: no such file")
-            return cls.load(spec, map_location=map_location)
-        return cls.pretrained(spec, map_location=map_location)
-
-    @classmethod
     def available_pretrained(cls) -> list:
         return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt")) if PRETRAINED_DIR.is_dir() else []
 
