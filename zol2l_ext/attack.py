@@ -27,11 +27,12 @@ from . import data as D
 from . import distributed as DI
 from . import settings as S
 from .attack_setup import AttackSetupError
+from .distributed_progress import ShardProgress
 from .fileio import atomic_write_file, atomic_write_json, json_number, json_numbers
 from .tasks import SPACE_MU
+from .zo import runner  # runner.minimize looked up at call time: tests spy on it
 from .zo.optimizers import make_optimizer
 from .zo.problems import SPACES, AttackProblem
-from .zo import runner  # runner.minimize looked up at call time: tests spy on it
 
 
 # -------------------------------------------------------------------------------------------- optimizers
@@ -198,16 +199,13 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
     opts = {name: build_optimizer(name, q, mu, lr_table[name], learned=learned,
                                   **((optimizer_kwargs or {}).get(name, {}))) for name in optimizers}
     key = json.dumps([results["config"], optimizer_kwargs], sort_keys=True, default=str)
-    kept = DI.load_shard(shard, key) if shard is not None else None
-    if kept is not None:
-        print(f"zol2l attack: rank {shard.rank} kept its finished rows from an earlier run", file=sys.stderr)
-    per_row = kept or {name: _attack_rows(opts[name], problem, theta0, steps, seed, row_ids, budget, stop_at_success,
-                                          progress and (shard is None or shard.main), name, model, minimize_kwargs,
-                                          images.shape[1:]) for name in optimizers}
-    if shard is not None:
-        if kept is None:
-            DI.save_shard(shard, key, per_row)
-        per_row = DI.gather_rows(per_row, row_ids, shard)
+    args = (problem, theta0, steps, seed, row_ids, budget, stop_at_success)
+    if shard is None:
+        per_row = {name: _attack_rows(opts[name], *args, progress, name, model, minimize_kwargs, images.shape[1:])
+                   for name in optimizers}
+    else:
+        per_row = _attack_shard(shard, key, opts, args, B * trials, progress, model, minimize_kwargs,
+                                images.shape[1:])
         if per_row is None:
             return None
     outcome = AttackOutcome(results, images.cpu(), labels.cpu(), classes=classes)
@@ -222,6 +220,42 @@ def run_attack(dataset: str, images: torch.Tensor, labels: torch.Tensor, model: 
         outcome.adversarial[name] = r["adversarial"][:B]
         outcome.adv_labels[name] = r["adv_labels"][:B]
     return outcome
+
+
+def _attack_shard(shard, key, opts, args, all_rows, progress, model, minimize_kwargs, images_shape):
+    """This rank's rows (``args``: as `_attack_rows`) for every optimizer in turn, then the gather: every rank's
+    per-row results on rank 0, None on the others. What the rank finished, and every ``shard.checkpoint_every``
+    steps the live state of the optimizer it runs, are kept (`distributed.save_shard`), so that the same command
+    after a kill or a failure anywhere picks up where this rank was."""
+    kept = DI.load_shard(shard, key) or {"done": {}, "partial": {}}
+    problem, row_ids, steps = args[0], args[4], args[2]
+    bar = ShardProgress(shard, all_rows, len(row_ids), steps, len(opts), progress)
+    per_row = {}
+    for name, opt in opts.items():
+        if name in kept["done"]:
+            print(f"zol2l attack: rank {shard.rank} kept its finished rows of {name} from an earlier run",
+                  file=sys.stderr)
+            per_row[name] = kept["done"][name]
+            bar.optimizer_done()
+            continue
+        mk = dict(minimize_kwargs or {}, callback=bar.callback)
+        if shard.checkpoint_every and problem is not None:
+            resume = kept["partial"].get(name)
+            if resume is not None:
+                print(f"zol2l attack: rank {shard.rank} resumes {name} at step {resume['t']}", file=sys.stderr)
+
+            def save_partial(run_state, _name=name):
+                kept["partial"][_name] = run_state.to_dict()
+                DI.save_shard(shard, key, kept)
+
+            mk.update(checkpoint_every=shard.checkpoint_every, on_checkpoint=save_partial, resume_from=resume)
+        per_row[name] = _attack_rows(opt, *args, False, name, model, mk, images_shape)
+        kept["done"][name] = per_row[name]
+        kept["partial"].pop(name, None)
+        DI.save_shard(shard, key, kept)
+        bar.optimizer_done()
+    bar.wait_for_all()
+    return DI.gather_rows(per_row, row_ids, shard)
 
 
 def _attack_rows(opt, problem, theta0, steps, seed, row_ids, budget, stop_at_success, progress, name, model,

@@ -15,10 +15,10 @@ every rank as soon as one exits with an error.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import datetime
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,18 +27,21 @@ import torch.distributed as dist
 from .fileio import atomic_torch_save
 
 __all__ = ["ENV_TIMEOUT", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "note", "save_shard",
-           "setup", "shard_rows"]
+           "setup", "shard_rows", "store", "collective_timeout"]
 
 ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
+_store: Any = None  # the rendezvous store of this process's group (None: not distributed)
 
 
 @dataclass(frozen=True)
 class Dist:
     """This process's place in the run: ``rank`` of ``world`` (world 1: not distributed); ``keep``: the folder
-    where each rank keeps its finished shard until rank 0 has written the results (None: not kept)."""
+    where each rank keeps its shard's progress until rank 0 has written the results (None: not kept): the
+    optimizers it finished and, every ``checkpoint_every`` steps (None: never), the live state of the one it runs."""
     rank: int = 0
     world: int = 1
     keep: str | None = None
+    checkpoint_every: int | None = None
 
     @property
     def active(self) -> bool:
@@ -57,7 +60,7 @@ def note(message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def _timeout() -> datetime.timedelta:
+def collective_timeout() -> datetime.timedelta:
     raw = os.environ.get(ENV_TIMEOUT, "1800")
     try:
         seconds = float(raw)
@@ -71,13 +74,17 @@ def _timeout() -> datetime.timedelta:
 def setup(device: torch.device | None = None) -> Dist:
     """The run's `Dist` from the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT); joins the gloo
     process group when WORLD_SIZE > 1 (once per process). On CUDA each rank takes GPU LOCAL_RANK of its node."""
+    global _store
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     if not dist.is_available() or not dist.is_gloo_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch has no torch.distributed gloo backend")
     if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=_timeout())
+        # the group's own store, kept: ranks publish their progress in it without a collective (ShardProgress)
+        _store, rank, world = next(dist.rendezvous("env://", timeout=collective_timeout()))
+        _store.set_timeout(collective_timeout())
+        dist.init_process_group("gloo", store=_store, rank=rank, world_size=world, timeout=collective_timeout())
     if device is not None and device.type == "cuda" and device.index is None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     return Dist(dist.get_rank(), dist.get_world_size())
@@ -143,25 +150,33 @@ def _shard_path(d: Dist) -> str | None:
     return None if d.keep is None else os.path.join(d.keep, f"rank{d.rank}-of-{d.world}.pt")
 
 
+def store() -> Any:
+    """The process group's key-value store (None when not distributed)."""
+    return _store
+
+
 def load_shard(d: Dist, key: str) -> dict[str, dict[str, Any]] | None:
-    """The per-row results this rank kept from an earlier run of the same attack (``key``), else None: after a
-    failure elsewhere, the same command does not redo the shards that had finished."""
+    """What this rank kept of an earlier run of the same attack (``key``), else None: ``{"done": {optimizer:
+    per-row results}, "partial": {optimizer: RunState dict}}``. After a failure or a kill anywhere, the same command
+    redoes neither the optimizers a rank had finished nor the steps it had checkpointed."""
     path = _shard_path(d)
     if path is None or not os.path.exists(path):
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a file cut by a kill is only work to redo
+    except Exception:  # noqa: BLE001 - a file cut by a kill is only work to redo (writes are atomic anyway)
         return None
-    return state["rows"] if isinstance(state, dict) and state.get("key") == key else None
+    if not (isinstance(state, dict) and state.get("key") == key and isinstance(state.get("done"), dict)):
+        return None
+    return {"done": state["done"], "partial": dict(state.get("partial") or {})}
 
 
-def save_shard(d: Dist, key: str, rows: dict[str, dict[str, Any]]) -> None:
-    """Keeps this rank's finished shard (atomic: a kill mid-write leaves no half file)."""
+def save_shard(d: Dist, key: str, kept: dict[str, dict[str, Any]]) -> None:
+    """Keeps this rank's progress, as `load_shard` reads it (atomic: a kill mid-write leaves no half file)."""
     path = _shard_path(d)
     if path is None:
         return
-    atomic_torch_save({"key": key, "rows": rows}, path)
+    atomic_torch_save({"key": key, "done": kept["done"], "partial": kept.get("partial", {})}, path)
 
 
 def finish(d: Dist) -> None:
@@ -176,3 +191,5 @@ def finish(d: Dist) -> None:
     if d.main and d.keep is not None and os.path.isdir(d.keep) and not os.listdir(d.keep):
         os.rmdir(d.keep)
     dist.destroy_process_group()
+    global _store
+    _store = None

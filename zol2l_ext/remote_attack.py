@@ -56,8 +56,9 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
                    help="retries of a request after a timeout, a reset connection, a 429 or a 5xx, with "
                         "exponential backoff (default 5); past them the run stops and saves its progress")
     g.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
-                   help="save the progress in OUT/resume.pt every N steps, so that the same command resumes a "
-                        f"killed run (default: {ENDPOINT_CHECKPOINT_EVERY} with --endpoint, else none)")
+                   help="save the progress in OUT/resume.pt (under torchrun: each rank's in OUT/shards/) every N "
+                        "steps, so that the same command resumes a killed run (default: "
+                        f"{ENDPOINT_CHECKPOINT_EVERY} with --endpoint, else none)")
 
 
 def endpoint_target(url: str, dataset: str, batch_size: int = 1024, concurrency: int = 4, timeout: float = 30.0,

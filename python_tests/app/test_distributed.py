@@ -120,6 +120,55 @@ def test_a_failing_rank_ends_the_run_and_the_rerun_keeps_the_finished_shard(cach
     assert_same_rows(results(tmp_path / "one"), results(tmp_path / "out"))
 
 
+def test_a_killed_rank_resumes_from_its_checkpoint_to_the_uninterrupted_result(cache, tmp_path):
+    # rank 1 is killed (SIGKILL: no handler runs) in the middle of its shard; with --checkpoint-every 2 it had
+    # saved its live state, so the same command resumes it there and ends with the one-process run's rows
+    (tmp_path / "killed_target.py").write_text(textwrap.dedent("""
+        import os
+        import signal
+        import torch
+        from zol2l_ext import models as M
+
+
+        class KilledOnRank1(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
+                self.calls = 0
+
+            def forward(self, x):
+                self.calls += 1
+                if os.environ.get("KILL_RANK1") and os.environ.get("RANK") == "1" and self.calls > 7:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return self.net(x)
+        """))
+    args = TINY + ["--count", "4", "--seed", "3", "--steps", "12"]
+    killed = args + ["--target", "killed_target:KilledOnRank1", "--out", "out", "--checkpoint-every", "2"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    p = torchrun(killed, cwd=tmp_path, env=dict(env, KILL_RANK1="1"))
+    assert p.returncode != 0
+    assert not (tmp_path / "out" / "results.json").exists()
+    kept = torch.load(tmp_path / "out" / "shards" / "rank1-of-2.pt", weights_only=True)
+    assert kept["done"] == {} and kept["partial"]["zo-sgd"]["t"] >= 2  # killed mid-way, after a checkpoint
+
+    p = torchrun(killed, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"rank 1 resumes zo-sgd at step {kept['partial']['zo-sgd']['t']}" in p.stderr
+    assert not (tmp_path / "out" / "shards").exists()
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert_same_rows(results(tmp_path / "one"), results(tmp_path / "out"))
+
+
+def test_rank_0_progress_bar_counts_every_rank_rows(cache, tmp_path):
+    # 3 rows x 6 steps x 1 optimizer = 18 row-steps, 12 of them rank 0's: the bar reaches 18 only with rank 1's
+    args = [a for a in TINY if a != "--no-progress"] + ["--progress", "--count", "3", "--optimizers", "zo-sgd",
+                                                        "--out", "two"]
+    p = torchrun(args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "attack, 2 ranks" in p.stderr
+    assert "18/18" in p.stderr, p.stderr[-2000:]
+
+
 def test_shard_rows_cover_every_row_once():
     for n in range(9):
         for world in range(1, 5):

@@ -121,14 +121,14 @@ def _attack(args) -> int:
     out = check_output_folder(DI.broadcast(args.out or os.path.join("runs", f"attack-{args.dataset}-"
                                                                             f"{time.strftime('%Y%m%d-%H%M%S')}"),
                                            shard))
-    if shard.active:  # finished shards wait there for rank 0's results: a rerun after a failure keeps them
-        shard = dataclasses.replace(shard, keep=os.path.join(out, "shards"))
+    if shard.active:  # each rank's progress waits there for rank 0's results: a rerun after a kill keeps it
+        shard = dataclasses.replace(shard, keep=os.path.join(out, "shards"), checkpoint_every=args.checkpoint_every)
     target = args.target
-    resumable = bool(args.endpoint or args.checkpoint_every)  # its progress goes to OUT/resume.pt
+    if args.endpoint and shard.active:  # its resume file and its query accounting are one per run
+        raise AttackSetupError("--endpoint runs in one process: start it without torchrun")
+    # one process: its progress goes to OUT/resume.pt (under torchrun, each rank's to OUT/shards/)
+    resumable = bool(args.endpoint or args.checkpoint_every) and not shard.active
     if resumable:
-        if shard.active:  # the resume file is one per run, not per rank
-            raise AttackSetupError(f"{'--endpoint' if args.endpoint else '--checkpoint-every'} runs in one "
-                                   "process: start it without torchrun")
         RA.check_progress_file(os.path.join(out, RA.STATE_FILE))  # a bad one is refused before any work
     if args.endpoint:
         if args.target:
