@@ -77,6 +77,40 @@ def test_two_processes_gather_the_one_process_result(cache, tmp_path, count):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 
 
+def test_a_batch_invariant_target_gives_bit_identical_rows(cache, tmp_path):
+    # The only thing that differs between a shard and the whole batch is the target's batch size; a target that
+    # scores each image alone makes every per-row number identical, losses and distortions included
+    (tmp_path / "rowwise_target.py").write_text(textwrap.dedent("""
+        import torch
+        from zol2l_ext import models as M
+
+
+        class Rowwise(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
+
+            def forward(self, x):
+                return torch.cat([self.net(x[i:i + 1]) for i in range(x.shape[0])])
+        """))
+    args = TINY + ["--count", "3", "--seed", "4", "--optimizers", "zo-sgd,zo-lstm", "--target",
+                   "rowwise_target:Rowwise"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(tmp_path))
+    try:
+        assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    finally:
+        mp.undo()
+    p = torchrun(args + ["--out", "two"], cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    for name, entry in one["optimizers"].items():
+        for a, b in zip(entry["per_image"], two["optimizers"][name]["per_image"], strict=True):
+            for k in EXACT + CLOSE:
+                assert a[k] == b[k], (name, k)
+
+
 def test_a_failing_rank_ends_the_run_and_the_rerun_keeps_the_finished_shard(cache, tmp_path):
     # rank 1's black box fails once rank 0 has finished its shard (FAIL_RANK1 set), so that the rerun of the same
     # command must take rank 0's rows from its kept shard and redo only rank 1's
