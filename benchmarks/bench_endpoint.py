@@ -29,6 +29,7 @@ import torch
 from common import ROOT, machine_info
 
 from zol2l_ext import attack as A
+from zol2l_ext.attack_setup import prepare_attack
 from zol2l_ext.remote import RemoteModel
 from zol2l_ext.remote_attack import run_resumable_attack
 

@@ -8,8 +8,10 @@ parsing that as text would cost more than the model.
 
 A call of `RemoteModel` (one optimizer step: B x (q + 1) images) is cut into requests of at most ``batch_size``
 images, ``concurrency`` of them in flight. Transient faults (connection refused or reset, a timeout, 429 and
-5xx answers) are retried with exponential backoff by urllib3's ``Retry`` under ``requests``; scoring is a pure
-function of the images, so a retried POST is safe. Each image is counted once, when its scores arrive
+5xx answers) are retried with exponential backoff by urllib3's ``Retry``; scoring is a pure function of the
+images, so a retried POST is safe. urllib3 is used directly, without ``requests`` on top: the same connection
+pool and retries, and 0.3-0.8 ms less per request (digits CNN, 264 images: 5.1 ms a request against 6.0), which
+decides the throughput of a small model behind a local endpoint. Each image is counted once, when its scores arrive
 (``stats()["answered_evaluations"]``), whatever the attempts it took; ``retried_requests`` and
 ``failed_requests`` say how many requests needed retries or were given up on. A request that still fails after
 ``retries`` retries, or that gets an answer no retry can fix (4xx, a malformed array), raises `EndpointError`
@@ -17,18 +19,17 @@ for the whole call, naming the endpoint and the cause.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 import io
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional
 
 import numpy as np
-import requests
 import torch
-from requests.adapters import HTTPAdapter
 from torch import Tensor, nn
-from urllib3.exceptions import MaxRetryError
+import urllib3
+from urllib3.exceptions import HTTPError, MaxRetryError
 from urllib3.util.retry import Retry
 
 __all__ = ["EndpointError", "RemoteModel", "encode_array", "decode_array", "NPY_TYPE", "TRANSIENT_STATUS"]
@@ -62,11 +63,11 @@ def decode_array(data: bytes) -> np.ndarray:
         raise ValueError(f"not an .npy array ({type(e).__name__}: {e})") from None
 
 
-def _error_text(resp: requests.Response) -> str:
+def _error_text(resp: urllib3.BaseHTTPResponse) -> str:
     try:
-        return str(json.loads(resp.content)["error"])
+        return str(json.loads(resp.data)["error"])
     except Exception:  # noqa: BLE001 - a body that is not our JSON error: show its start
-        return resp.text[:200].strip() or "(empty body)"
+        return resp.data[:200].decode("utf-8", "replace").strip() or "(empty body)"
 
 
 class RemoteModel(nn.Module):
@@ -95,7 +96,7 @@ class RemoteModel(nn.Module):
                            other=self.retries, backoff_factor=float(backoff), backoff_max=float(backoff_max),
                            status_forcelist=TRANSIENT_STATUS, allowed_methods=None,  # POST too: scoring is pure
                            respect_retry_after_header=True, raise_on_status=True)
-        self._local = threading.local()  # one requests.Session per thread: a Session is not documented thread-safe
+        self._http: Optional[urllib3.PoolManager] = None  # thread-safe: one pool of `concurrency` connections
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._stats = dict(requests=0, answered_evaluations=0, retried_requests=0, retries=0, failed_requests=0)
@@ -118,47 +119,47 @@ class RemoteModel(nn.Module):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._http is not None:
+            self._http.clear()  # closes the kept-alive connections
+            self._http = None
 
     def extra_repr(self) -> str:
         return f"url={self.url!r}, batch_size={self.batch_size}, concurrency={self.concurrency}"
 
     def __getstate__(self):  # a copy shares no thread pool, lock or connections with its original
         state = self.__dict__.copy()
-        state.update(_local=None, _lock=None, _pool=None)
+        state.update(_http=None, _lock=None, _pool=None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._local, self._lock = threading.local(), threading.Lock()
+        self._lock = threading.Lock()
 
     # -- the black box -------------------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            adapter = HTTPAdapter(max_retries=self.retry, pool_connections=1, pool_maxsize=1)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            self._local.session = s
-        return s
+    def _connections(self) -> urllib3.PoolManager:
+        with self._lock:
+            if self._http is None:
+                self._http = urllib3.PoolManager(num_pools=1, maxsize=self.concurrency, retries=self.retry,
+                                                 timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
+            return self._http
 
     def _post(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         try:
-            resp = self._session().post(self.url, data=encode_array(x), headers={"Content-Type": NPY_TYPE},
-                                        timeout=self.timeout)
-        except requests.RequestException as e:
-            spent = self.retries if e.args and isinstance(e.args[0], MaxRetryError) else 0
+            resp = self._connections().request("POST", self.url, body=encode_array(x),
+                                               headers={"Content-Type": NPY_TYPE})
+        except HTTPError as e:
+            spent = self.retries if isinstance(e, MaxRetryError) else 0
             self._count(requests=1, failed_requests=1, retries=spent, retried_requests=spent > 0)
             raise EndpointError(f"endpoint {self.url}: {n} images not scored after {self.retries} retries "
                                 f"({_cause(e)})") from None
-        history = getattr(getattr(resp.raw, "retries", None), "history", ()) or ()
+        history = getattr(resp.retries, "history", ()) or ()
         self._count(requests=1, retries=len(history), retried_requests=bool(history))
-        if resp.status_code != 200:  # not retryable (a 4xx other than 429): the request itself is wrong
+        if resp.status != 200:  # not retryable (a 4xx other than 429): the request itself is wrong
             self._count(failed_requests=1)
-            raise EndpointError(f"endpoint {self.url}: HTTP {resp.status_code} for {n} images: {_error_text(resp)}")
+            raise EndpointError(f"endpoint {self.url}: HTTP {resp.status} for {n} images: {_error_text(resp)}")
         try:
-            out = decode_array(resp.content)
+            out = decode_array(resp.data)
         except ValueError as e:
             self._count(failed_requests=1)
             raise EndpointError(f"endpoint {self.url}: the answer to {n} images is {e}") from None
@@ -188,8 +189,8 @@ class RemoteModel(nn.Module):
 
 
 def _cause(e: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 failure, in one line (``MaxRetryError`` wraps the last one)."""
-    reason = getattr(e.args[0], "reason", None) if e.args else None
+    """The innermost reason of a urllib3 failure, in one line (``MaxRetryError`` wraps the last one)."""
+    reason = getattr(e, "reason", None)
     text = str(reason if reason is not None else e)
     if "too many 429" in text or "429" in text:
         return "rate limited: too many 429 answers"
