@@ -47,6 +47,33 @@ def torchrun(args, cwd, nproc=2, env=None):
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240, check=False)
 
 
+TARGET_MODULE = """\
+import os
+import signal
+import time
+import torch
+from zol2l_ext import models as M
+
+
+class {cls}(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+{body}
+"""
+
+
+def write_target(folder, module, cls, body):
+    """A target ``module:cls`` in ``folder``: the digits CNN whose forward runs ``body`` (code that may read
+    ``self.calls``, ``x`` and ``self.net``, and ends with a return) for the fault a test injects."""
+    (folder / f"{module}.py").write_text(TARGET_MODULE.format(cls=cls, body=textwrap.indent(textwrap.dedent(body),
+                                                                                           " " * 8)))
+
+
 def results(folder):
     with open(os.path.join(folder, "results.json")) as f:
         return json.load(f)
@@ -80,19 +107,8 @@ def test_two_processes_gather_the_one_process_result(cache, tmp_path, count):
 def test_a_batch_invariant_target_gives_bit_identical_rows(cache, tmp_path):
     # The only thing that differs between a shard and the whole batch is the target's batch size; a target that
     # scores each image alone makes every per-row number identical, losses and distortions included
-    (tmp_path / "rowwise_target.py").write_text(textwrap.dedent("""
-        import torch
-        from zol2l_ext import models as M
-
-
-        class Rowwise(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
-
-            def forward(self, x):
-                return torch.cat([self.net(x[i:i + 1]) for i in range(x.shape[0])])
-        """))
+    write_target(tmp_path, "rowwise_target", "Rowwise",
+                 "return torch.cat([self.net(x[i:i + 1]) for i in range(x.shape[0])])")
     args = TINY + ["--count", "3", "--seed", "4", "--optimizers", "zo-sgd,zo-lstm", "--target",
                    "rowwise_target:Rowwise"]
     env = {"PYTHONPATH": str(tmp_path)}
@@ -112,31 +128,17 @@ def test_a_batch_invariant_target_gives_bit_identical_rows(cache, tmp_path):
 
 
 def test_a_failing_rank_ends_the_run_and_the_rerun_keeps_the_finished_shard(cache, tmp_path):
-    # rank 1's black box fails once rank 0 has finished its shard (FAIL_RANK1 set), so that the rerun of the same
-    # command must take rank 0's rows from its kept shard and redo only rank 1's
-    (tmp_path / "flaky_target.py").write_text(textwrap.dedent("""
-        import os
-        import time
-        import torch
-        from zol2l_ext import models as M
-
-
-        class FailsOnRank1(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
-                self.calls = 0
-
-            def forward(self, x):
-                self.calls += 1
-                if os.environ.get("FAIL_RANK1") and os.environ.get("RANK") == "1" and self.calls > 3:
-                    for _ in range(600):
-                        if os.path.exists(os.path.join("out", "shards", "rank0-of-2.pt")):
-                            break
-                        time.sleep(0.1)
-                    raise RuntimeError("black box of rank 1 broke")
-                return self.net(x)
-        """))
+    # rank 1's black box fails once rank 0 has kept finished rows (FAIL_RANK1 set), so that the rerun of the same
+    # command must take those from rank 0's kept shard and redo rank 1's
+    write_target(tmp_path, "flaky_target", "FailsOnRank1", """
+        if os.environ.get("FAIL_RANK1") and os.environ.get("RANK") == "1" and self.calls > 3:
+            for _ in range(600):
+                if os.path.exists(os.path.join("out", "shards", "rank0-of-2.pt")):
+                    break
+                time.sleep(0.1)
+            raise RuntimeError("black box of rank 1 broke")
+        return self.net(x)
+        """)
     args = TINY + ["--count", "4", "--seed", "2"]
     flaky = args + ["--target", "flaky_target:FailsOnRank1", "--out", "out"]
     env = {"PYTHONPATH": str(tmp_path)}
@@ -157,25 +159,11 @@ def test_a_failing_rank_ends_the_run_and_the_rerun_keeps_the_finished_shard(cach
 def test_a_killed_rank_resumes_from_its_checkpoint_to_the_uninterrupted_result(cache, tmp_path):
     # rank 1 is killed (SIGKILL: no handler runs) in the middle of its shard; with --checkpoint-every 2 it had
     # saved its live state, so the same command resumes it there and ends with the one-process run's rows
-    (tmp_path / "killed_target.py").write_text(textwrap.dedent("""
-        import os
-        import signal
-        import torch
-        from zol2l_ext import models as M
-
-
-        class KilledOnRank1(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = M.load_target("digits-cnn", dataset="digits", progress=False).model
-                self.calls = 0
-
-            def forward(self, x):
-                self.calls += 1
-                if os.environ.get("KILL_RANK1") and os.environ.get("RANK") == "1" and self.calls > 7:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return self.net(x)
-        """))
+    write_target(tmp_path, "killed_target", "KilledOnRank1", """
+        if os.environ.get("KILL_RANK1") and os.environ.get("RANK") == "1" and self.calls > 7:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.net(x)
+        """)
     args = TINY + ["--count", "4", "--seed", "3", "--steps", "12"]
     killed = args + ["--target", "killed_target:KilledOnRank1", "--out", "out", "--checkpoint-every", "2"]
     env = {"PYTHONPATH": str(tmp_path)}
