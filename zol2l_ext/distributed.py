@@ -7,9 +7,12 @@ block of row ids (`shard_rows`), runs it as one batch, and rank 0 gathers every 
 (`gather_rows`) and puts them back in row order before anything is summarized. Meta-training shards each
 meta-batch the same way and sums the meta-gradients over ranks (`all_sum`, `all_true`: zo.meta_trainer).
 
-The process group is gloo even when the attack runs on CUDA: the only collectives of an attack are a broadcast
-of the output folder and the final gather of small CPU tensors, and gloo lets a rank fail or finish early without
-a CUDA context on the others. Every collective has a timeout (``ZOL2L_DIST_TIMEOUT`` seconds, default 1800), so a
+The process group's CPU backend is gloo: the only collectives of an attack are a broadcast of the output folder
+and the final gather of small CPU tensors (object collectives go through the CPU backend), and gloo lets a rank
+fail or finish early without a CUDA context on the others. On CUDA the group also has NCCL for CUDA tensors
+(``"cpu:gloo,cuda:nccl"``, one group, the backend chosen by the tensor's device), so the meta-trainer's
+all-reduce of CUDA meta-gradients stays on the GPUs; ``ZOL2L_DIST_BACKEND`` overrides the choice (e.g. "gloo").
+Every collective has a timeout (``ZOL2L_DIST_TIMEOUT`` seconds, default 1800), so a
 rank waiting for one that died stops with an error instead of hanging; under torchrun, the agent already ends
 every rank as soon as one exits with an error.
 """
@@ -26,10 +29,11 @@ import torch.distributed as dist
 
 from .fileio import atomic_torch_save
 
-__all__ = ["ENV_TIMEOUT", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "note", "save_shard",
+__all__ = ["ENV_BACKEND", "ENV_TIMEOUT", "backend_for", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "note", "save_shard",
            "setup", "shard_rows", "store", "collective_timeout"]
 
 ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
+ENV_BACKEND = "ZOL2L_DIST_BACKEND"
 _store: Any = None  # the rendezvous store of this process's group (None: not distributed)
 
 
@@ -71,22 +75,34 @@ def collective_timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def backend_for(device: torch.device | None) -> str:
+    """The process group's backend: ``$ZOL2L_DIST_BACKEND`` when set, else gloo, with NCCL for CUDA tensors when the
+    run is on CUDA and this torch has NCCL."""
+    chosen = os.environ.get(ENV_BACKEND, "").strip()
+    if chosen:
+        return chosen
+    if device is not None and device.type == "cuda" and dist.is_nccl_available():
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
+
+
 def setup(device: torch.device | None = None) -> Dist:
-    """The run's `Dist` from the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT); joins the gloo
-    process group when WORLD_SIZE > 1 (once per process). On CUDA each rank takes GPU LOCAL_RANK of its node."""
+    """The run's `Dist` from the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT); joins the
+    process group (`backend_for`) when WORLD_SIZE > 1 (once per process). On CUDA each rank takes GPU LOCAL_RANK of its node."""
     global _store
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     if not dist.is_available() or not dist.is_gloo_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch has no torch.distributed gloo backend")
+    if device is not None and device.type == "cuda" and device.index is None:  # before NCCL meets the device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not dist.is_initialized():
         # the group's own store, kept: ranks publish their progress in it without a collective (ShardProgress)
         _store, rank, world = next(dist.rendezvous("env://", timeout=collective_timeout()))
         _store.set_timeout(collective_timeout())
-        dist.init_process_group("gloo", store=_store, rank=rank, world_size=world, timeout=collective_timeout())
-    if device is not None and device.type == "cuda" and device.index is None:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        dist.init_process_group(backend_for(device), store=_store, rank=rank, world_size=world,
+                                timeout=collective_timeout())
     return Dist(dist.get_rank(), dist.get_world_size())
 
 

@@ -225,3 +225,15 @@ def test_setup_notes_come_from_rank_0_only(cache, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     notes = [line for line in p.stderr.splitlines() if line.startswith("zol2l: learning rates from")]
     assert len(notes) == 1, p.stderr[-2000:]  # not once per process
+
+
+def test_the_backend_is_gloo_with_nccl_added_for_cuda_runs(monkeypatch):
+    monkeypatch.delenv(DI.ENV_BACKEND, raising=False)
+    assert DI.backend_for(None) == DI.backend_for(torch.device("cpu")) == "gloo"
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
+    assert DI.backend_for(torch.device("cuda")) == "cpu:gloo,cuda:nccl"  # object collectives stay on gloo
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
+    assert DI.backend_for(torch.device("cuda")) == "gloo"
+    monkeypatch.setenv(DI.ENV_BACKEND, "gloo")
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
+    assert DI.backend_for(torch.device("cuda")) == "gloo"
