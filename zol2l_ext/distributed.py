@@ -5,7 +5,7 @@ directions are keyed by (seed, row id, step) (zo.seeding.step_seeds), so a rank 
 their own ids, computes for them exactly what one process computes for all rows. Each rank takes a contiguous
 block of row ids (`shard_rows`), runs it as one batch, and rank 0 gathers every rank's per-row tensors
 (`gather_rows`) and puts them back in row order before anything is summarized. Meta-training shards each
-meta-batch the same way and sums the meta-gradients over ranks (`all_sum`, `all_true`: zo.meta_trainer).
+meta-batch the same way and sums the meta-gradients over ranks (`all_sum_many`: zo.meta_trainer).
 
 The process group's CPU backend is gloo: the only collectives of an attack are a broadcast of the output folder
 and the final gather of small CPU tensors (object collectives go through the CPU backend), and gloo lets a rank
@@ -29,8 +29,9 @@ import torch.distributed as dist
 
 from .fileio import atomic_torch_save
 
-__all__ = ["ENV_BACKEND", "ENV_TIMEOUT", "backend_for", "Dist", "all_sum", "all_true", "finish", "gather_rows", "load_shard", "note", "save_shard",
-           "setup", "shard_rows", "store", "collective_timeout"]
+__all__ = ["ENV_BACKEND", "ENV_TIMEOUT", "Dist", "all_sum", "all_sum_many", "backend_for",
+           "collective_timeout", "finish", "gather_rows", "load_shard", "note", "save_shard", "setup", "shard_rows",
+           "store"]
 
 ENV_TIMEOUT = "ZOL2L_DIST_TIMEOUT"
 ENV_BACKEND = "ZOL2L_DIST_BACKEND"
@@ -155,11 +156,13 @@ def all_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
     return out
 
 
-def all_true(flag: bool, d: Dist) -> bool:
-    """True on every rank when ``flag`` is true on every rank: a decision all ranks take together."""
-    if not d.active:
-        return bool(flag)
-    return bool(all_sum(torch.tensor([0.0 if flag else 1.0]), d).item() == 0.0)
+def all_sum_many(xs: list[torch.Tensor], d: Dist) -> list[torch.Tensor]:
+    """`all_sum` of every tensor of ``xs`` (all on one device and dtype) in ONE all-reduce of their concatenation:
+    a meta-gradient is a dozen small tensors, and a collective per tensor costs a round trip each."""
+    if not d.active or not xs:
+        return list(xs)
+    flat = all_sum(torch.cat([x.detach().reshape(-1) for x in xs]), d)
+    return [part.view_as(x) for part, x in zip(flat.split([x.numel() for x in xs]), xs)]
 
 
 def _shard_path(d: Dist) -> str | None:

@@ -111,12 +111,18 @@ class MetaTrainer:
                                                            k * cfg.unroll + 1, cfg, self.use_query, f_start,
                                                            pids=pids, total=len(rows))
             self.opt.zero_grad(set_to_none=True)
-            if DI.all_true(bool(torch.isfinite(loss)), self.shard):
+            diverged = not bool(torch.isfinite(theta).all())
+            if self.shard.active:  # every rank decides on the same summed numbers: one all-reduce per window
                 loss.backward()
-                if self.shard.active:
-                    for p in self.params:
-                        p.grad = DI.all_sum(p.grad if p.grad is not None else torch.zeros_like(p), self.shard)
-                    loss = DI.all_sum(loss, self.shard)
+                *grads, loss, n_diverged = DI.all_sum_many(
+                    [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+                    + [loss.detach().reshape(1), loss.new_tensor([float(diverged)])], self.shard)
+                for p, g in zip(self.params, grads):
+                    p.grad = g
+                loss, diverged = loss.reshape(()), bool(n_diverged.item() > 0)
+                grads_ok = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+            elif bool(torch.isfinite(loss)):
+                loss.backward()
                 grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.params)
             else:
                 grads_ok = False
@@ -133,7 +139,7 @@ class MetaTrainer:
                 self.opt.zero_grad(set_to_none=True)
             theta = theta.detach()
             st = detach_state(st)
-            if not DI.all_true(bool(torch.isfinite(theta).all()), self.shard):
+            if diverged:  # on any rank: every rank stops the trajectory
                 break
         if self.shard.active and f_start is not None:  # the whole batch's means, as one process reports them
             f_start, last_f = (DI.all_sum(v.sum(), self.shard).reshape(1) / len(rows) for v in (f_start, last_f))
