@@ -111,7 +111,8 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 rc_tests=0
 stage "CUDA tests (python3 -m pytest -q python_tests -k cuda)"
 if ! skip tests; then
-  timeout "$(left 120)" python3 -m pytest -q python_tests -k cuda -p no:cacheprovider 2>&1 | tail -n 40
+  # required: a failed kernel build must fail here, not skip every CUDA test and pass
+  ZOL2L_REQUIRE_CUDA=1 timeout "$(left 120)" python3 -m pytest -q python_tests -k cuda -p no:cacheprovider 2>&1 | tail -n 40
   rc_tests=${PIPESTATUS[0]}
 fi
 

@@ -1,7 +1,8 @@
 """Data root, splits, target models and output checks (data.py, models.py, digits.py).
 
 Tests that need the staged data read $ZOL2L_DATA, else ../shared/data next to the repository, and skip with
-the reason when neither exists.
+the reason when neither exists; with ZOL2L_REQUIRE_DATA=1 (CI, which is given the data) they fail instead, so
+that a wrong data root cannot pass as skips.
 """
 import os
 import random
@@ -24,18 +25,24 @@ def _staged_root():
     return cand if os.path.isdir(cand) else None
 
 
+def _absent(reason):
+    if os.environ.get("ZOL2L_REQUIRE_DATA") == "1":
+        pytest.fail(f"ZOL2L_REQUIRE_DATA=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def data_root():
     root = _staged_root()
     if root is None:
-        pytest.skip(f"staged data absent: set {D.ENV_DATA} or provide ../shared/data next to the repository")
+        _absent(f"staged data absent: set {D.ENV_DATA} or provide ../shared/data next to the repository")
     return root
 
 
 def _need(root, *parts):
     path = os.path.join(root, *parts)
     if not os.path.exists(path):
-        pytest.skip(f"{path} absent from the staged data")
+        _absent(f"{path} absent from the staged data")
     return path
 
 
