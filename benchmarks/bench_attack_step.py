@@ -40,10 +40,11 @@ from common import ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info,
 from zol2l_ext import data as D
 from zol2l_ext import models as M
 from zol2l_ext import ops
+from zol2l_ext import settings as S
+from zol2l_ext.tasks import SPACE_MU
 from zol2l_ext.zo import AttackProblem, LearnedZO, make_optimizer, step_seeds
 from zol2l_ext.zo.seeding import SALT_BERNOULLI, derive, uniform01
 
-MU = 0.005
 C_LOSS = {"mnist": 0.1, "cifar10": 0.25}  # the attack's c per dataset (zol2l_ext.attack.DATASET_DEFAULTS)
 
 # id -> case; "quick_images": the batch of the --quick smoke run (small shapes, like bench_ops --quick)
@@ -81,7 +82,8 @@ PIECE_DOC = {
     "sample": "ops.sample_queries without scale (u and the points)",
     "bb_no_forward": "the black-box call with the model replaced by a replay of its output: tanh image "
                      "transform, (log_softmax for logits), hinge margin, L1 distance over B x (q+1) x d",
-    "to_image": "part of bb_no_forward: x = (tanh(w) + 1) / 2 of all points (AttackProblem._x)",
+    "to_image": "part of bb_no_forward: the images of all points (AttackProblem._x): (tanh(w) + 1) / 2 in tanh "
+                "space, clamp(x0 + delta, 0, 1) in pixel space",
     "fd_gradient": "ops.fd_gradient(f0, fq, u, mu)",
     "update_rnn": "UpdateRNN: model.update(g, state) (fused lstm_step, I=1, N=B*d)",
 }
@@ -155,12 +157,15 @@ def run_case(cid, args, root):
     B = case["quick_images"] if args.quick else case["images"]
     q = case["q"]
     model, images, labels, output, source = load_case_data(case, root, B, dev)
+    # the attack's parameterisation: the dataset's default (what `zol2l attack` runs) unless --space says
+    space = S.dataset_space(case["dataset"]) if args.space == "default" else args.space
+    mu = SPACE_MU[space]
     problem = AttackProblem(model, images, labels, c=C_LOSS[case["dataset"]], norm="l1", output=output,
-                            chunk_size=args.chunk_size)
+                            chunk_size=args.chunk_size, space=space)
     d = problem.dim
     lz, lz_source = learned_model(case["dataset"])
-    opts = {"zo-lstm": make_optimizer("zo-lstm", model=lz, q=q, mu=MU),
-            "zo-sgd": make_optimizer("zo-sgd", q=q, mu=MU)}
+    opts = {"zo-lstm": make_optimizer("zo-lstm", model=lz, q=q, mu=mu),
+            "zo-sgd": make_optimizer("zo-sgd", q=q, mu=mu)}
     pids = torch.arange(B, dtype=torch.int64, device=dev)
 
     # The step is timed at step t = 1 (after one real step from the clean image), so that the ZO-LSTM states,
@@ -179,12 +184,12 @@ def run_case(cid, args, root):
     with torch.no_grad():
         s, _ = zl.model.query(st["g_prev"], st["dtheta_prev"], (st["h_query"], st["c_query"]))
         use = uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob
-        u, points = ops.sample_queries(th, q, MU, scale=s.abs(), use_scale=use, seed=seeds)
+        u, points = ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)
         x_all = problem._x(points).reshape(B * (q + 1), *problem.image_shape).contiguous()
         scores = model(x_all)
         values = problem(points)
         f0, fq = values[:, 0].contiguous(), values[:, 1:].contiguous()
-        g = ops.fd_gradient(f0, fq, u, MU)
+        g = ops.fd_gradient(f0, fq, u, mu)
     stub = copy.copy(problem)  # the black box with the forward replaced by a replay of its output
     stub.model, stub.chunk_size = _Replay(scores), None
     th_sgd, st_sgd, seeds_sgd = at["zo-sgd"]
@@ -205,11 +210,11 @@ def run_case(cid, args, root):
             "query_rnn": nograd(lambda: zl.model.query(st["g_prev"], st["dtheta_prev"],
                                                        (st["h_query"], st["c_query"]))),
             "bernoulli": nograd(lambda: uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob),
-            "sample_scaled": nograd(lambda: ops.sample_queries(th, q, MU, scale=s.abs(), use_scale=use, seed=seeds)),
-            "sample": nograd(lambda: ops.sample_queries(th_sgd, q, MU, seed=seeds_sgd)),
+            "sample_scaled": nograd(lambda: ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)),
+            "sample": nograd(lambda: ops.sample_queries(th_sgd, q, mu, seed=seeds_sgd)),
             "bb_no_forward": nograd(lambda: stub(points)),
             "to_image": nograd(lambda: problem._x(points)),
-            "fd_gradient": nograd(lambda: ops.fd_gradient(f0, fq, u, MU)),
+            "fd_gradient": nograd(lambda: ops.fd_gradient(f0, fq, u, mu)),
             "update_rnn": nograd(lambda: zl.model.update(g, (st["h_update"], st["c_update"]))),
         })
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -240,7 +245,7 @@ def run_case(cid, args, root):
             entry["to_image_ms"] = res["to_image"]["ms"]
         per_opt[name] = entry
     return dict(case=cid, name=case["name"], dataset=case["dataset"], target=case["target"], images=B, q=q,
-                clock=args.clock,
+                clock=args.clock, space=space, mu=mu,
                 dim=d, forward_images=B * (q + 1), chunk_size=args.chunk_size, output=output, source=source,
                 learned=lz_source, loadavg_start=load0, loadavg_end=load1, elapsed_s=elapsed,
                 impls=res, optimizers=per_opt)
@@ -250,7 +255,8 @@ def run_case(cid, args, root):
 # Reporting
 # ----------------------------------------------------------------------------------------------------------
 def _shape(r):
-    return f"B={r['images']},q={r['q']},d={r['dim']} ({r['forward_images']} img)"
+    space = f", {r['space']}" if "space" in r else ""  # files written before --space were all tanh
+    return f"B={r['images']},q={r['q']},d={r['dim']} ({r['forward_images']} img{space})"
 
 
 def table_lines(results, md=False):
@@ -333,6 +339,9 @@ def main(argv=None):
                     help="AttackProblem chunk_size (default None: one forward per call, like the floor; "
                          "the attack CLI uses 4096 on CPU)")
     ap.add_argument("--no-breakdown", action="store_true", help="time step and floor only")
+    ap.add_argument("--space", choices=("default", "tanh", "pixel"), default="default",
+                    help="the attack's parameterisation: each dataset's default (zol2l attack's: pixel for MNIST, "
+                         "tanh for CIFAR-10; the default) or one for all cases; mu follows it (tasks.SPACE_MU)")
     ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                     help="wall (default; the targets) or cpu: the process's CPU time per call, which load from "
                          "other processes does not inflate (use with --threads 1)")
