@@ -182,7 +182,7 @@ def main_phase(v, args, timer_budget, log):
         th, st = v["at"][name]
         nxt = _rotating(bank)
         impls[name] = (lambda opt=opt, th=th, st=st, nxt=nxt: opt.step(problem, th, st, nxt()))
-        ref_eager = None
+        has_ref = False  # the reference ops ran eagerly: graph them too
         if not args.no_reference:
             try:
                 ref_out = check_reference_patch(name, lambda: opt.step(problem, th, st, bank[0]))
@@ -193,6 +193,7 @@ def main_phase(v, args, timer_budget, log):
                     with reference_ops():
                         return opt.step(problem, th, st, nxt())
                 impls[f"{name}/ref"] = ref_eager
+                has_ref = True
             except Exception as e:  # noqa: BLE001
                 errors[f"{name}/ref"] = error_line(e)
         if not cuda:
@@ -212,7 +213,7 @@ def main_phase(v, args, timer_budget, log):
             errors[f"{name}/graph"] = error_line(e)
             log(f"  {name}: CUDA graph capture failed: {error_line(e)}")
             safe_sync()
-        if ref_eager is not None:
+        if has_ref:
             seeds_r = bank[0].clone()
 
             def ref_step(opt=opt, th=th, st=st, s=seeds_r):

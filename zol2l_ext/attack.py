@@ -228,8 +228,13 @@ def _attack_shard(shard, key, opts, args, all_rows, progress, model, minimize_kw
     steps the live state of the optimizer it runs, are kept (`distributed.save_shard`), so that the same command
     after a kill or a failure anywhere picks up where this rank was."""
     kept = DI.load_shard(shard, key) or {"done": {}, "partial": {}}
-    problem, row_ids, steps = args[0], args[4], args[2]
+    problem, _, steps, _, row_ids, _, _ = args
     bar = ShardProgress(shard, all_rows, len(row_ids), steps, len(opts), progress)
+    user_callback = (minimize_kwargs or {}).get("callback")
+
+    def callback(info):  # the shared bar's and the caller's; either may stop the run
+        bar.callback(info)
+        return user_callback(info) if user_callback is not None else None
     per_row = {}
     for name, opt in opts.items():
         if name in kept["done"]:
@@ -238,7 +243,7 @@ def _attack_shard(shard, key, opts, args, all_rows, progress, model, minimize_kw
             per_row[name] = kept["done"][name]
             bar.optimizer_done()
             continue
-        mk = dict(minimize_kwargs or {}, callback=bar.callback)
+        mk = dict(minimize_kwargs or {}, callback=callback)
         if shard.checkpoint_every and problem is not None:
             resume = kept["partial"].get(name)
             if resume is not None:

@@ -237,3 +237,25 @@ def test_the_backend_is_gloo_with_nccl_added_for_cuda_runs(monkeypatch):
     monkeypatch.setenv(DI.ENV_BACKEND, "gloo")
     monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
     assert DI.backend_for(torch.device("cuda")) == "gloo"
+
+
+def test_a_sharded_attack_keeps_the_callers_callback():
+    """The shard's progress callback is added to a caller's minimize callback, not put in its place: the caller's
+    sees every step and can still stop the run (in-process, one rank: no process group needed)."""
+    from zol2l_ext import attack as A
+    from zol2l_ext.digits import load_digits_split
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.LogSoftmax(dim=1)).eval()
+    images = load_digits_split()[2][:3].contiguous()
+    labels = model(images).argmax(1)
+    seen = []
+
+    def stop_after_3(info):
+        seen.append(info.step)
+        return info.step >= 2
+
+    out = A.run_attack("digits", images, labels, model, ["zo-sgd"], q=3, steps=10, trials=1, lrs={"zo-sgd": 0.3},
+                       shard=DI.Dist(0, 1), minimize_kwargs={"callback": stop_after_3}, progress=False)
+    assert seen == [0, 1, 2]
+    assert out.results["optimizers"]["zo-sgd"]["aggregate"]["mean_queries"] == 3 * (3 + 1)  # stopped after 3 steps
