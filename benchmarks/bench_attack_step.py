@@ -340,8 +340,8 @@ def main(argv=None):
                          "the attack CLI uses 4096 on CPU)")
     ap.add_argument("--no-breakdown", action="store_true", help="time step and floor only")
     ap.add_argument("--space", choices=("default", "tanh", "pixel"), default="default",
-                    help="the attack's parameterisation: each dataset's default (zol2l attack's: pixel for MNIST, "
-                         "tanh for CIFAR-10; the default) or one for all cases; mu follows it (tasks.SPACE_MU)")
+                    help="the attack's parameterisation: each dataset's default (zol2l attack's: pixel since issue 11, "
+                         "CIFAR-10 included; the default) or one for all cases; mu follows it (tasks.SPACE_MU)")
     ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                     help="wall (default; the targets) or cpu: the process's CPU time per call, which load from "
                          "other processes does not inflate (use with --threads 1)")

@@ -14,7 +14,9 @@ the batching, so ``batch_size`` changes memory and speed, not the attack (up to 
 where that depends on the batch size).
 
 Defaults (``None``) come from the shipped task of the attack's space: "pixel" (x = clamp(x0 + delta, 0, 1)) takes
-mnist-attack's tuned learning rates and learned optimizer, "tanh" (x = (tanh(w) + 1) / 2) cifar-attack's.
+mnist-attack's tuned learning rates and learned optimizer. "tanh" (x = (tanh(w) + 1) / 2) has no shipped task since
+cifar-attack moved to pixel space (docs/TRAINING.md, CIFAR-10): the baselines take MNIST's untuned tanh-space
+fallback learning rates (settings.DEFAULT_LRS) and zo-lstm needs ``learned=``.
 """
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ from .zo.runner import minimize
 
 __all__ = ["ZOAttack", "AttackResult", "SPACE_TASKS"]
 
-#: the shipped task whose tuning and learned optimizer an attack in that space uses by default
-SPACE_TASKS = {"pixel": "mnist-attack", "tanh": "cifar-attack"}
+#: the shipped task whose tuning and learned optimizer an attack in that space uses by default (None: none)
+SPACE_TASKS = {"pixel": "mnist-attack", "tanh": None}
+_FALLBACK_DATASET = "mnist"  # whose fallback lrs a space without a shipped task takes
 
 
 @dataclass
@@ -92,12 +95,20 @@ def _model_device(model) -> torch.device:
 def _load_learned(learned, space: str):
     """The LearnedZO of ``learned`` (an object, a shipped name or a .pt path; None: the space's task's)."""
     task = SPACE_TASKS[space]
-    return S.load_learned(task if learned is None else learned, T.TASKS[task].dataset)[0]
+    if task is None and learned is None:
+        raise ValueError(f"ZOAttack: no learned optimizer is shipped for {space} space (the shipped ones were trained "
+                         f"in pixel space); pass learned= (a LearnedZO or a .pt trained with `zol2l train --space "
+                         f"{space}`) or use space='pixel'")
+    return S.load_learned(task if learned is None else learned,
+                          T.TASKS[task].dataset if task is not None else _FALLBACK_DATASET)[0]
 
 
 def _default_kwargs(name: str, space: str) -> dict:
     """The shipped tuning of the space's task (lr, ZO-ADAM betas), else the fallback lr: `settings.lr_for`."""
     task = SPACE_TASKS[space]
+    if task is None:
+        lr, extra, _ = S.lr_for(name, _FALLBACK_DATASET, space, None)
+        return dict(extra) if lr is None else {"lr": lr, **extra}
     table, _, _ = TU.resolve_tuning(task, space=space)
     lr, extra, _ = S.lr_for(name, T.TASKS[task].dataset, space, table)
     return dict(extra) if lr is None else {"lr": lr, **extra}

@@ -120,3 +120,20 @@ def test_readme_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
     out = capsys.readouterr().out
     assert re.match(r"success \d+%, \d+ queries to success, mean L2 [\d.]+", out), out
+
+
+def test_tanh_space_has_no_shipped_task(setup):
+    """cifar-attack moved to pixel space, so tanh space ships nothing: the baselines take MNIST's tanh-space
+    fallback lr, and zo-lstm refuses to guess weights trained in another space."""
+    from zol2l_ext import settings as S
+    from zol2l_ext.api import SPACE_TASKS
+
+    assert SPACE_TASKS["tanh"] is None
+    atk = ZOAttack(setup[0], "zo-sgd", q=5, steps=2, space="tanh")
+    assert float(atk.optimizer.lr) == S.DEFAULT_LRS[("mnist", "tanh")]["zo-sgd"]
+    assert float(ZOAttack(setup[0], "zo-sgd", q=5, steps=2, space="tanh", lr=3.0).optimizer.lr) == 3.0
+    with pytest.raises(ValueError, match="learned="):
+        ZOAttack(setup[0], "zo-lstm", q=5, steps=2, space="tanh")
+    atk = ZOAttack(setup[0], "zo-lstm", q=5, steps=2, space="tanh", learned="mnist-attack")
+    adv, res = atk(*setup[1:])
+    assert adv.shape == setup[1].shape and res.loss.shape == (3, 6)
