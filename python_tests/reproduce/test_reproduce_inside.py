@@ -58,6 +58,23 @@ def test_fig4d_cosines(results):
         else:
             assert pa["status"] == "no data"
         assert r["isotropic_reference"] == pytest.approx(math.sqrt(r["q"] / (r["q"] + 64 + 1)), rel=1e-5)
+        assert r["baseline"] == "f0"  # the digits weights' estimator
+
+
+def test_fig4d_estimates_with_the_weights_baseline(results, tmp_path):
+    """Weights trained with the mean-baseline estimator (cifar-attack's) are probed with that estimator: the
+    same weights marked "mean" give other cosines than with f0, from the same directions."""
+    from zol2l_ext.zo.lstm_optimizer import LearnedZO
+
+    src = LearnedZO.pretrained("digits-attack")
+    path = str(tmp_path / "digits-mean.pt")
+    src.save(path, meta={**getattr(src, "meta", {}), "baseline": "mean"})
+    res = core.run_experiment("fig4d", "tiny", out_dir=str(tmp_path / "out"), progress=False,
+                              overrides={"learned": path, "qs": [10]})
+    mean_run = res["data"]["runs"][0]
+    f0_run = next(r for r in results["fig4d"][0]["data"]["runs"] if r["q"] == 10)
+    assert mean_run["baseline"] == "mean"
+    assert mean_run["gaussian"]["per_step"][0] != pytest.approx(f0_run["gaussian"]["per_step"][0], abs=1e-6)
 
 
 def _digits(items=2):

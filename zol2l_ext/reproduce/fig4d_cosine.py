@@ -67,13 +67,15 @@ def _run_q(ctx, q: int) -> Dict[str, Any]:
         (true,) = torch.autograd.grad(problem.differentiable_loss(th).sum(), th)
         with torch.no_grad():
             s_hat = predicted_scale(opt, state)
-            est = {"query": gaussian_estimate(problem, theta, q, spec.mu, seeds, scale=s_hat).g,
-                   "gaussian": gaussian_estimate(problem, theta, q, spec.mu, seeds).g}
+            # the estimator baseline the weights run with (their meta's: f0, or mean for cifar-attack)
+            kw = dict(baseline=opt.baseline)
+            est = {"query": gaussian_estimate(problem, theta, q, spec.mu, seeds, scale=s_hat, **kw).g,
+                   "gaussian": gaussian_estimate(problem, theta, q, spec.mu, seeds, **kw).g}
             for k in KINDS:
                 cos[k][t] = cosine(est[k].double(), true.double(), dim=1)
             inactive[t] = problem.success(theta)
         theta, state, _ = opt.step(problem, theta, state, seeds)
-    out: Dict[str, Any] = {"q": q, "dim": d, "learned": desc, "query_prob": opt.query_prob,
+    out: Dict[str, Any] = {"q": q, "dim": d, "learned": desc, "query_prob": opt.query_prob, "baseline": opt.baseline,
                            "hinge_inactive_fraction": num(inactive.double().mean()),
                            "isotropic_reference": num(math.sqrt(q / (q + d + 1)))}
     every = torch.ones_like(inactive)
