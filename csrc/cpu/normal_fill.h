@@ -36,9 +36,21 @@ void fill_normals_range(uint64_t seed, int64_t e0, int64_t e1, T* out) {
       box_muller(w[2][j], w[3][j], &z[2][j], &z[3][j]);
     }
     const int64_t lo = std::max(e0, block * 4), hi = std::min(e1, (block + n) * 4);
-    for (int64_t e = lo; e < hi; ++e) {
-      const int64_t j = (e >> 2) - block;
-      out[e - e0] = z[e & 3][j];
+    if (lo == block * 4 && hi == (block + n) * 4) {
+      // Whole blocks (all but a range's two ends): a fixed 4-lane interleave, which GCC turns into vector
+      // shuffles; the per-element index arithmetic below kept this copy scalar (~18% of the fill).
+      T* o = out + (lo - e0);
+      for (int j = 0; j < n; ++j) {
+        o[4 * j + 0] = z[0][j];
+        o[4 * j + 1] = z[1][j];
+        o[4 * j + 2] = z[2][j];
+        o[4 * j + 3] = z[3][j];
+      }
+    } else {
+      for (int64_t e = lo; e < hi; ++e) {
+        const int64_t j = (e >> 2) - block;
+        out[e - e0] = z[e & 3][j];
+      }
     }
     block += n;
   }
