@@ -7,6 +7,7 @@ wins. Nothing is read from the test part.
 """
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 
@@ -34,6 +35,10 @@ def add_parser(sub) -> None:
                    help="boosts to try, comma-separated (default %(default)s; 1 = no boost)")
     p.add_argument("--decays", type=lambda s: float_list(s, "--decays", positive=True), default=DECAY_GRID,
                    help="decay time constants in steps, comma-separated (default %(default)s)")
+    p.add_argument("--query-decays", type=lambda s: float_list(s, "--query-decays", positive=True), default=None,
+                   help="also try fading the QueryRNN's use: at step t its scale is used with probability "
+                        "p exp(-t / decay); comma-separated decays in steps, 'inf' for none (default: keep the "
+                        "weights' own)")
     p.add_argument("--weighting", choices=("uniform", "linear"), default="uniform",
                    help="weights of the held-out loss curve: 1 (the area under the curve, default) or t")
     p.add_argument("--trials", type=positive_int, default=3, help="trials per held-out problem (default 3)")
@@ -64,16 +69,21 @@ def _boost(args) -> int:
     steps = args.steps or spec.horizon
     print(f"zol2l boost: {spec.name} held-out part ({len(val)} problems x {args.trials} trials, {steps} steps), "
           f"weights {args.weights}", file=sys.stderr)
-    (b, t), scores = pick_boost(model, problem, steps, spec.q, spec.mu, args.boosts, args.decays, args.weighting,
-                                seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr),
-                                baseline=args.baseline)
-    model.set_boost(b, t)
+    best, scores = pick_boost(model, problem, steps, spec.q, spec.mu, args.boosts, args.decays, args.weighting,
+                              seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr),
+                              baseline=args.baseline, query_decays=args.query_decays)
+    model.set_boost(best[0], best[1])
+    if len(best) == 3:
+        model.set_query_decay(best[2])
     meta = dict(getattr(model, "meta", {}))
     command = "zol2l boost " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))
     meta["commands"] = list(meta.get("commands", [])) + [command]
-    meta["boost_scores"] = {f"{bb:g}/{tt:g}": v for (bb, tt), v in scores.items()}
-    print(f"zol2l boost: picked boost {b:g}, decay {t:g} (held-out objective {scores[(b, t)]:.4g}; "
-          f"no boost: {scores.get((1.0, args.decays[0]), float('nan')):.4g})")
+    meta["boost_scores"] = {"/".join(f"{v:g}" for v in key): score for key, score in scores.items()}
+    fade = f", query decay {best[2]:g}" if len(best) == 3 else ""
+    unboosted = next((v for k, v in scores.items() if k[0] == 1.0 and (len(k) == 2 or k[2] == math.inf)),
+                     float("nan"))
+    print(f"zol2l boost: picked boost {best[0]:g}, decay {best[1]:g}{fade} (held-out objective {scores[best]:.4g}; "
+          f"no boost{', no fade' if fade else ''}: {unboosted:.4g})")
     if args.out:
         model.save(args.out, meta=meta)
         print(f"zol2l boost: wrote {args.out}")

@@ -84,6 +84,7 @@ class LearnedZO(nn.Module):
         rms_beta: float = 0.9,
         boost: float = 1.0,
         boost_decay: float = 25.0,
+        query_decay: float = math.inf,
     ):
         super().__init__()
         if scaling not in SCALINGS:
@@ -106,6 +107,23 @@ class LearnedZO(nn.Module):
         if scaling != "none":  # files of the unscaled form keep their config as it was
             self._config.update(scaling=scaling, step=float(step), rms_beta=self.rms_beta)
         self.set_boost(boost, boost_decay)
+        self.set_query_decay(query_decay)
+
+    def set_query_decay(self, decay: float) -> None:
+        """At test time, use the QueryRNN's scale at step t (0-based) with probability ``p exp(-t / decay)``
+        instead of the Bernoulli p alone (`ZOLSTM`). Why: on MNIST the learned directions speed up the steps
+        before a first success but estimate the l1 term that is left after it worse than isotropic ones
+        (docs/TRAINING.md). ``inf`` (the default, and every file saved before it existed) keeps p constant.
+        Picked on held-out problems by `zol2l boost --query-decays`; saved in the config."""
+        decay = float(decay)
+        if not decay > 0 or math.isnan(decay):
+            raise ValueError(f"LearnedZO: query_decay must be > 0 steps (inf: none), got {decay}")
+        self.query_decay = decay
+        cfg = getattr(self, "_config", None)
+        if cfg is not None:
+            cfg.pop("query_decay", None)
+            if math.isfinite(decay):  # files without it keep their config as it was
+                cfg["query_decay"] = decay
 
     def set_boost(self, boost: float, decay: float) -> None:
         """Multiply the update of step t (0-based, per problem) by ``1 + (boost - 1) * exp(-t / decay)``: a

@@ -85,19 +85,29 @@ DECAY_GRID = (10.0, 25.0, 50.0)
 
 
 def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, weighting: str = "uniform",
-               seed: int = 0, log=None, baseline: Optional[str] = None) -> tuple:
+               seed: int = 0, log=None, baseline: Optional[str] = None, query_decays=None) -> tuple:
     """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once. ZO-LSTM runs
-    with the Bernoulli p saved with the weights, and the estimator ``baseline`` (None: the one saved with them)."""
+    with the Bernoulli p saved with the weights, and the estimator ``baseline`` (None: the one saved with them).
+    ``query_decays``: also try each of these fades of the QueryRNN's use (`LearnedZO.set_query_decay`; inf:
+    none); the keys are then (boost, decay, query decay). None: the weights' own, keys (boost, decay)."""
 
     grid = [(b, t) for b in boosts for t in decays if b != 1.0]
     if 1.0 in boosts:
         grid.insert(0, (1.0, decays[0]))
+    if query_decays is not None:
+        grid = [(b, t, qd) for b, t in grid for qd in query_decays]
+
+    def change(m, key):
+        m.set_boost(key[0], key[1])
+        if len(key) == 3:
+            m.set_query_decay(key[2])
 
     def report(key, score, run):
         if log:
-            log(f"boost {key[0]:g} decay {key[1]:g}: held-out objective ({weighting}) {score:.4g}, "
+            fade = f" query decay {key[2]:g}" if len(key) == 3 else ""
+            log(f"boost {key[0]:g} decay {key[1]:g}{fade}: held-out objective ({weighting}) {score:.4g}, "
                 f"final {run['final_loss']:.4g}")
 
-    return pick_on_heldout(model, {(b, t): (lambda m, b=b, t=t: m.set_boost(b, t)) for b, t in grid}, problem,
+    return pick_on_heldout(model, {key: (lambda m, key=key: change(m, key)) for key in grid}, problem,
                            steps, q, mu, use_query=True, query_prob=None, seed=seed, weighting=weighting, log=report,
                            baseline=baseline)

@@ -2,6 +2,8 @@
 test-time runs and the meta-trainer (`meta_step`) both take."""
 from __future__ import annotations
 
+import math
+
 import warnings
 from typing import Any, Dict, NamedTuple, Optional
 
@@ -185,8 +187,12 @@ class ZOLSTM(ZOOptimizer):
             scale, q_new = self.model.query_step(state)
             new.update(q_new)
             use = None
-            if self.query_prob < 1.0:
-                use = uniform01(derive(seeds, SALT_BERNOULLI)) < self.query_prob
+            p = self.query_prob
+            decay = getattr(self.model, "query_decay", math.inf)
+            if math.isfinite(decay):  # the QueryRNN's use fades over the run (LearnedZO.set_query_decay)
+                p = p * math.exp(-state.get("step", 0) / decay)
+            if p < 1.0:
+                use = uniform01(derive(seeds, SALT_BERNOULLI)) < p
             est = gaussian_estimate(problem, point, self.q, self.mu, seeds, scale=scale.abs(), use_scale=use,
                                     workspace=workspace, baseline=self.baseline)
         elif self.guided:
