@@ -76,8 +76,23 @@ def _fraction(v: str) -> float:
     return float(v)
 
 
-def add_baseline_flag(p: argparse.ArgumentParser, default_says: str = "the task's (f0)") -> None:
-    """--baseline: what the estimator differences each direction's value against, for every optimizer."""
+def task_baselines() -> str:
+    """The tasks' default estimator baselines in a few words, from tasks.TASKS: "f0; mean for cifar-attack"."""
+    from .tasks import TASKS  # here, not at import: tasks loads the data layer
+
+    by = {}
+    for t in TASKS.values():
+        by.setdefault(t.baseline, []).append(t.name)
+    common = max(by, key=lambda k: len(by[k]))
+    rest = "; ".join(f"{k} for {', '.join(v)}" for k, v in by.items() if k != common)
+    return common + (f"; {rest}" if rest else "")
+
+
+def add_baseline_flag(p: argparse.ArgumentParser, default_says: str = "the task's") -> None:
+    """--baseline: what the estimator differences each direction's value against, for every optimizer.
+    ``default_says`` is followed by the tasks' defaults (`task_baselines`) unless it names its own."""
+    if default_says.endswith("'s"):
+        default_says = f"{default_says} ({task_baselines()})"
     p.add_argument("--baseline", choices=FD_BASELINES, default=None,
                    help="what the gradient estimate differences each direction's value against, for every "
                         "optimizer: f0 = f(theta) (the paper's eq. 1) or mean = the mean of the q direction "

@@ -297,3 +297,15 @@ def test_cli_tune_and_evaluate_space(tiny_task, tuned_dir, tmp_path, capsys):
     assert "tanh space" in cap.out
     rc = cli.main(["tune", "binary", "--space", "tanh", "--steps", "1", "--out", str(tmp_path / "b.json")])
     assert rc == 2 and "attack tasks" in capsys.readouterr().err
+
+
+def test_cifar_attack_defaults_to_pixel_space_and_the_mean_baseline():
+    """As measured in issue 11 (docs/TRAINING.md, CIFAR-10); the help texts say so from the tasks themselves."""
+    from zol2l_ext.cli_args import task_baselines
+
+    spec = T.TASKS["cifar-attack"]
+    assert (spec.space, spec.baseline, spec.mu) == ("pixel", "mean", T.SPACE_MU["pixel"])
+    assert S.DATASET_DEFAULTS["cifar10"]["baseline"] == "mean"
+    assert task_baselines() == "f0; mean for cifar-attack"
+    shipped = TU.shipped_tuning("cifar-attack")
+    assert shipped["config"]["space"] == "pixel" and shipped["config"]["baseline"] == "mean"

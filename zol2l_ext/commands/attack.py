@@ -97,7 +97,7 @@ def add_parser(sub) -> None:
                    help="y axis of loss_curves.png (default log, where every mean loss is positive)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
     RA.add_endpoint_args(p)
-    add_baseline_flag(p, "the dataset's task's (f0)")
+    add_baseline_flag(p, "the dataset's task's")
     p.set_defaults(func=run)
 
 
