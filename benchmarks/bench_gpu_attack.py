@@ -49,14 +49,11 @@ import warnings
 import torch
 
 from common import ROOT, Budget, error_line, find_data_root, fmt, machine_info, repo_relative, write_json
-from gpu_attack_cases import CASES, N_SEEDS, OPTIMIZERS, TARGET_OUTSIDE
+from gpu_attack_cases import CASES, MU, N_SEEDS, OPTIMIZERS, TARGET_OUTSIDE
 from gpu_attack_report import markdown, notes_lines, table_lines
 from gpu_attack_steps import compile_phase, main_phase, safe_sync, setup_variant
 
 from zol2l_ext import ops
-from zol2l_ext.tasks import SPACE_MU
-
-MU = SPACE_MU["tanh"]  # the attack step of these cases is in tanh space (AttackProblem's default)
 
 # Samples: round-robin over the implementations of a variant; each CUDA sample is one call (>= 0.2 ms) started
 # from an idle GPU. Warm-up calls are never kept (slow_call_s = inf).

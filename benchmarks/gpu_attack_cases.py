@@ -12,6 +12,8 @@ from bench_attack_step import CASES as CPU_CASES, load_case_data
 from common import error_line
 from resnet50 import ResNet50
 
+from zol2l_ext.tasks import SPACE_MU
+
 TARGET_OUTSIDE = 0.05  # issue 6: at most 5% of the step outside the model forward
 OPTIMIZERS = ("zo-sgd", "zo-lstm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -20,6 +22,7 @@ CASES = {
     "resnet50": dict(images=8, q=20, hw=224, quick=dict(images=2, q=2, hw=32)),
 }
 N_SEEDS = 8  # the steps' seeds cycle through the keys of steps 1..8
+MU = SPACE_MU["tanh"]  # the attack step of these cases is in tanh space (AttackProblem's default)
 
 
 class TargetModel(nn.Module):

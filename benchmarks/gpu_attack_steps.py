@@ -13,14 +13,11 @@ import torch
 
 from bench_attack_step import C_LOSS
 from common import SampleTimer, error_line
-from gpu_attack_cases import CASES, N_SEEDS, TARGET_OUTSIDE, build_target
+from gpu_attack_cases import CASES, MU, N_SEEDS, TARGET_OUTSIDE, build_target
 from reference_ops import check_reference_patch, reference_ops
 
 from zol2l_ext import ops
-from zol2l_ext.tasks import SPACE_MU
 from zol2l_ext.zo import AttackProblem, LearnedZO, make_optimizer, step_seeds
-
-MU = SPACE_MU["tanh"]  # the attack step of these cases is in tanh space (AttackProblem's default)
 
 
 class SyncTimer(SampleTimer):

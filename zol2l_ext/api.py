@@ -92,6 +92,12 @@ def _model_device(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _space_dataset(space: str) -> str:
+    """The dataset whose fallback lrs (and learned-optimizer candidates) an attack in ``space`` takes."""
+    task = SPACE_TASKS[space]
+    return _FALLBACK_DATASET if task is None else T.TASKS[task].dataset
+
+
 def _load_learned(learned, space: str):
     """The LearnedZO of ``learned`` (an object, a shipped name or a .pt path; None: the space's task's)."""
     task = SPACE_TASKS[space]
@@ -99,18 +105,14 @@ def _load_learned(learned, space: str):
         raise ValueError(f"ZOAttack: no learned optimizer is shipped for {space} space (the shipped ones were trained "
                          f"in pixel space); pass learned= (a LearnedZO or a .pt trained with `zol2l train --space "
                          f"{space}`) or use space='pixel'")
-    return S.load_learned(task if learned is None else learned,
-                          T.TASKS[task].dataset if task is not None else _FALLBACK_DATASET)[0]
+    return S.load_learned(task if learned is None else learned, _space_dataset(space))[0]
 
 
 def _default_kwargs(name: str, space: str) -> dict:
     """The shipped tuning of the space's task (lr, ZO-ADAM betas), else the fallback lr: `settings.lr_for`."""
     task = SPACE_TASKS[space]
-    if task is None:
-        lr, extra, _ = S.lr_for(name, _FALLBACK_DATASET, space, None)
-        return dict(extra) if lr is None else {"lr": lr, **extra}
-    table, _, _ = TU.resolve_tuning(task, space=space)
-    lr, extra, _ = S.lr_for(name, T.TASKS[task].dataset, space, table)
+    table = None if task is None else TU.resolve_tuning(task, space=space)[0]
+    lr, extra, _ = S.lr_for(name, _space_dataset(space), space, table)
     return dict(extra) if lr is None else {"lr": lr, **extra}
 
 

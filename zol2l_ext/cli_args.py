@@ -88,11 +88,12 @@ def task_baselines() -> str:
     return common + (f"; {rest}" if rest else "")
 
 
-def add_baseline_flag(p: argparse.ArgumentParser, default_says: str = "the task's") -> None:
-    """--baseline: what the estimator differences each direction's value against, for every optimizer.
-    ``default_says`` is followed by the tasks' defaults (`task_baselines`) unless it names its own."""
-    if default_says.endswith("'s"):
-        default_says = f"{default_says} ({task_baselines()})"
+def add_baseline_flag(p: argparse.ArgumentParser, whose: str = "the task's", note: str = "",
+                      task_defaults: bool = True) -> None:
+    """--baseline: what the estimator differences each direction's value against, for every optimizer. The help
+    says the default is ``whose``, followed by the tasks' defaults (`task_baselines`) unless ``task_defaults``
+    is False, then ``note``."""
+    default_says = (f"{whose} ({task_baselines()})" if task_defaults else whose) + note
     p.add_argument("--baseline", choices=FD_BASELINES, default=None,
                    help="what the gradient estimate differences each direction's value against, for every "
                         "optimizer: f0 = f(theta) (the paper's eq. 1) or mean = the mean of the q direction "

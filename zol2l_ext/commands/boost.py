@@ -18,7 +18,7 @@ from ..cli_args import add_baseline_flag, float_list, positive_int
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
-from ..zo.meta_heldout import BOOST_GRID, DECAY_GRID, pick_boost
+from ..zo.meta_heldout import BOOST_GRID, DECAY_GRID, apply_boost_key, pick_boost
 from ..zo.problems import SPACES
 from ._export import add_export_args, export_learned
 
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     add_export_args(p, "boosted")
     p.add_argument("--data-root", default=None, help=f"data folder (else ${D.ENV_DATA})")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
-    add_baseline_flag(p, "the one the weights were trained with")
+    add_baseline_flag(p, "the one the weights were trained with", task_defaults=False)
     p.set_defaults(func=run)
 
 
@@ -72,9 +72,7 @@ def _boost(args) -> int:
     best, scores = pick_boost(model, problem, steps, spec.q, spec.mu, args.boosts, args.decays, args.weighting,
                               seed=args.seed + 7919, log=lambda s: print("zol2l boost: " + s, file=sys.stderr),
                               baseline=args.baseline, query_decays=args.query_decays)
-    model.set_boost(best[0], best[1])
-    if len(best) == 3:
-        model.set_query_decay(best[2])
+    apply_boost_key(model, best)
     meta = dict(getattr(model, "meta", {}))
     command = "zol2l boost " + " ".join(shlex.quote(a) for a in portable_argv(args.argv))
     meta["commands"] = list(meta.get("commands", [])) + [command]

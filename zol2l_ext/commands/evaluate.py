@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's default)")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<task>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
-    add_baseline_flag(p, "the task's")
+    add_baseline_flag(p)
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from .. import data as D
 from .. import distributed as DI
 from .. import settings as S
 from .. import tasks as T
-from ..cli_args import add_baseline_flag, task_baselines
+from ..cli_args import add_baseline_flag
 from ..fileio import portable_argv
 from ..tasks import TASK_NAMES
 from ..threads import torch_threads
@@ -98,7 +98,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
-    add_baseline_flag(p, f"the task's ({task_baselines()}); saved with the weights")
+    add_baseline_flag(p, note="; saved with the weights")
     p.set_defaults(func=run)
 
 

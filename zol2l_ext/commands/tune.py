@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
-    add_baseline_flag(p, "the task's")
+    add_baseline_flag(p)
     p.set_defaults(func=run)
 
 

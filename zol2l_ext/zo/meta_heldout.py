@@ -16,7 +16,7 @@ from .optimizers.lstm import ZOLSTM
 from .runner import minimize
 
 __all__ = ["evaluate_learned", "pick_on_heldout", "pick_update_scale", "pick_boost", "ALPHA_GRID", "STEP_GRID",
-           "BOOST_GRID", "DECAY_GRID"]
+           "BOOST_GRID", "DECAY_GRID", "apply_boost_key"]
 
 
 def evaluate_learned(model: LearnedZO, problem, steps: int, q: int, mu: float, use_query: bool,
@@ -84,6 +84,13 @@ BOOST_GRID = (1.0, 2.0, 3.0, 4.0)
 DECAY_GRID = (10.0, 25.0, 50.0)
 
 
+def apply_boost_key(model, key) -> None:
+    """Sets a `pick_boost` key on ``model``: (boost, decay) or (boost, decay, query decay)."""
+    model.set_boost(key[0], key[1])
+    if len(key) == 3:
+        model.set_query_decay(key[2])
+
+
 def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, weighting: str = "uniform",
                seed: int = 0, log=None, baseline: Optional[str] = None, query_decays=None) -> tuple:
     """((boost, decay), {(boost, decay): held-out objective}) over the grid; boost 1 is run once. ZO-LSTM runs
@@ -97,17 +104,12 @@ def pick_boost(model, problem, steps: int, q: int, mu: float, boosts, decays, we
     if query_decays is not None:
         grid = [(b, t, qd) for b, t in grid for qd in query_decays]
 
-    def change(m, key):
-        m.set_boost(key[0], key[1])
-        if len(key) == 3:
-            m.set_query_decay(key[2])
-
     def report(key, score, run):
         if log:
             fade = f" query decay {key[2]:g}" if len(key) == 3 else ""
             log(f"boost {key[0]:g} decay {key[1]:g}{fade}: held-out objective ({weighting}) {score:.4g}, "
                 f"final {run['final_loss']:.4g}")
 
-    return pick_on_heldout(model, {key: (lambda m, key=key: change(m, key)) for key in grid}, problem,
+    return pick_on_heldout(model, {key: (lambda m, key=key: apply_boost_key(m, key)) for key in grid}, problem,
                            steps, q, mu, use_query=True, query_prob=None, seed=seed, weighting=weighting, log=report,
                            baseline=baseline)

@@ -3,9 +3,8 @@ test-time runs and the meta-trainer (`meta_step`) both take."""
 from __future__ import annotations
 
 import math
-
-import warnings
 from typing import Any, Dict, NamedTuple, Optional
+import warnings
 
 import torch
 from torch import Tensor
@@ -188,9 +187,8 @@ class ZOLSTM(ZOOptimizer):
             new.update(q_new)
             use = None
             p = self.query_prob
-            decay = getattr(self.model, "query_decay", math.inf)
-            if math.isfinite(decay):  # the QueryRNN's use fades over the run (LearnedZO.set_query_decay)
-                p = p * math.exp(-state.get("step", 0) / decay)
+            if math.isfinite(self.model.query_decay):  # its use fades over the run (LearnedZO.set_query_decay)
+                p = p * math.exp(-state.get("step", 0) / self.model.query_decay)
             if p < 1.0:
                 use = uniform01(derive(seeds, SALT_BERNOULLI)) < p
             est = gaussian_estimate(problem, point, self.q, self.mu, seeds, scale=scale.abs(), use_scale=use,
