@@ -41,8 +41,9 @@ from zol2l_ext import data as D
 from zol2l_ext import models as M
 from zol2l_ext import ops
 from zol2l_ext import settings as S
-from zol2l_ext.tasks import SPACE_MU
+from zol2l_ext.tasks import DATASET_TASKS, SPACE_MU, get_task
 from zol2l_ext.zo import AttackProblem, LearnedZO, make_optimizer, step_seeds
+from zol2l_ext.zo.estimator import fd_base
 from zol2l_ext.zo.seeding import SALT_BERNOULLI, derive, uniform01
 
 C_LOSS = {"mnist": 0.1, "cifar10": 0.25}  # the attack's c per dataset (zol2l_ext.attack.DATASET_DEFAULTS)
@@ -76,7 +77,8 @@ PIECES = {  # overhead pieces of each step (timed apart); the rest of step - flo
     "zo-sgd": ("sample", "bb_no_forward", "fd_gradient"),
 }
 PIECE_DOC = {
-    "query_rnn": "QueryRNN: model.query(g_prev, dtheta_prev, state) (fused lstm_step, I=2, N=B*d)",
+    "query_rnn": "QueryRNN: model.query_step(state) (input scaling where the model has it, fused lstm_step, I=2, "
+                 "N=B*d)",
     "bernoulli": "per-problem Bernoulli draw uniform01(derive(seeds)) < query_prob",
     "sample_scaled": "s.abs() + ops.sample_queries with scale and use_scale (u and the points)",
     "sample": "ops.sample_queries without scale (u and the points)",
@@ -84,8 +86,9 @@ PIECE_DOC = {
                      "transform, (log_softmax for logits), hinge margin, L1 distance over B x (q+1) x d",
     "to_image": "part of bb_no_forward: the images of all points (AttackProblem._x): (tanh(w) + 1) / 2 in tanh "
                 "space, clamp(x0 + delta, 0, 1) in pixel space",
-    "fd_gradient": "ops.fd_gradient(f0, fq, u, mu)",
-    "update_rnn": "UpdateRNN: model.update(g, state) (fused lstm_step, I=1, N=B*d)",
+    "fd_gradient": "ops.fd_gradient(base, fq, u, mu), base = f0 or the mean of the values (the task's estimator)",
+    "update_rnn": "UpdateRNN: model.update_step(g, state) (input scaling and step where the model has them, fused "
+                  "lstm_step, I=1, N=B*d)",
 }
 
 
@@ -134,11 +137,12 @@ def load_case_data(case, root, n_images, device):
 
 
 def learned_model(dataset):
-    """A pretrained LearnedZO if one is shipped (name containing the dataset first), else a random one."""
-    names = LearnedZO.available_pretrained()
-    if names:
-        pick = next((n for n in names if dataset in n), names[0])
-        return LearnedZO.pretrained(pick), f"pretrained {pick}"
+    """The dataset's task's shipped LearnedZO (mnist-attack, cifar-attack: what `zol2l attack` runs, with its
+    input scaling and estimator baseline), else a random one. The form matters for the time: a "rms" model
+    normalises its inputs every step, an old "none" one does not."""
+    name = DATASET_TASKS[dataset]
+    if name in LearnedZO.available_pretrained():
+        return LearnedZO.pretrained(name), f"pretrained {name}"
     torch.manual_seed(0)
     return LearnedZO(), "randomly initialised LearnedZO (no pretrained file)"
 
@@ -164,8 +168,9 @@ def run_case(cid, args, root):
                             chunk_size=args.chunk_size, space=space)
     d = problem.dim
     lz, lz_source = learned_model(case["dataset"])
-    opts = {"zo-lstm": make_optimizer("zo-lstm", model=lz, q=q, mu=mu),
-            "zo-sgd": make_optimizer("zo-sgd", q=q, mu=mu)}
+    baseline = get_task(DATASET_TASKS[case["dataset"]]).baseline  # the estimator `zol2l attack` uses there
+    opts = {"zo-lstm": make_optimizer("zo-lstm", model=lz, q=q, mu=mu, baseline=baseline),
+            "zo-sgd": make_optimizer("zo-sgd", q=q, mu=mu, baseline=baseline)}
     pids = torch.arange(B, dtype=torch.int64, device=dev)
 
     # The step is timed at step t = 1 (after one real step from the clean image), so that the ZO-LSTM states,
@@ -182,14 +187,14 @@ def run_case(cid, args, root):
     th, st, seeds = at["zo-lstm"]
     zl = opts["zo-lstm"]
     with torch.no_grad():
-        s, _ = zl.model.query(st["g_prev"], st["dtheta_prev"], (st["h_query"], st["c_query"]))
+        s, _ = zl.model.query_step(st)
         use = uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob
         u, points = ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)
         x_all = problem._x(points).reshape(B * (q + 1), *problem.image_shape).contiguous()
         scores = model(x_all)
         values = problem(points)
-        f0, fq = values[:, 0].contiguous(), values[:, 1:].contiguous()
-        g = ops.fd_gradient(f0, fq, u, mu)
+        base, fq = fd_base(values, baseline).contiguous(), values[:, 1:].contiguous()
+        g = ops.fd_gradient(base, fq, u, mu)
     stub = copy.copy(problem)  # the black box with the forward replaced by a replay of its output
     stub.model, stub.chunk_size = _Replay(scores), None
     th_sgd, st_sgd, seeds_sgd = at["zo-sgd"]
@@ -207,15 +212,14 @@ def run_case(cid, args, root):
     }
     if not args.no_breakdown:
         impls.update({
-            "query_rnn": nograd(lambda: zl.model.query(st["g_prev"], st["dtheta_prev"],
-                                                       (st["h_query"], st["c_query"]))),
+            "query_rnn": nograd(lambda: zl.model.query_step(st)),
             "bernoulli": nograd(lambda: uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob),
             "sample_scaled": nograd(lambda: ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)),
             "sample": nograd(lambda: ops.sample_queries(th_sgd, q, mu, seed=seeds_sgd)),
             "bb_no_forward": nograd(lambda: stub(points)),
             "to_image": nograd(lambda: problem._x(points)),
-            "fd_gradient": nograd(lambda: ops.fd_gradient(f0, fq, u, mu)),
-            "update_rnn": nograd(lambda: zl.model.update(g, (st["h_update"], st["c_update"]))),
+            "fd_gradient": nograd(lambda: ops.fd_gradient(base, fq, u, mu)),
+            "update_rnn": nograd(lambda: zl.model.update_step(g, st)),
         })
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
