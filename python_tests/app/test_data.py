@@ -240,3 +240,29 @@ def test_architectures_shapes():
     assert not any("normalize" in k for k in M.MnistAuthorsCNN().state_dict())
     with pytest.raises(ValueError):
         M.build_model("cw", "digits")
+
+
+@pytest.mark.parametrize("arch,ds", list(M.ARCHS))
+def test_cpu_targets_run_channels_last_with_the_same_outputs(arch, ds):
+    # frozen_eval_model (every target the attack loads) puts CPU convolutions in channels-last format, the
+    # layout oneDNN convolves without reordering; the scores must not change beyond float32 rounding.
+    torch.manual_seed(0)
+    ref = M.build_model(arch, ds).eval()
+    c, h, w = ref.input_shape
+    x = torch.rand(5, c, h, w)
+    with torch.no_grad():
+        want = ref(x)
+    model = M.frozen_eval_model(M.build_model(arch, ds), "cpu")
+    model.load_state_dict(ref.state_dict())
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_leaves_models_without_convolutions_alone():
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    before = [p.stride() for p in mlp.parameters()]
+    assert M.channels_last_on_cpu(mlp) is mlp
+    assert [p.stride() for p in mlp.parameters()] == before

