@@ -37,7 +37,6 @@ is 0 whether the targets are met or not.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -47,7 +46,7 @@ import time
 import torch
 from torch import nn
 
-from common import ROOT, find_data_root, machine_info, repo_relative
+from common import ROOT, find_data_root, machine_info, nchw_model, repo_relative
 
 from zol2l_ext import data as D
 from zol2l_ext import models as M
@@ -111,7 +110,9 @@ class AuthorsShape:
 
     def __init__(self, model32, image, label, seed=0):
         torch.manual_seed(seed)
-        self.model = copy.deepcopy(model32).double()  # frozen weights (requires_grad False), eval mode
+        # frozen weights (requires_grad False), eval mode, in the NCHW format of the authors' plain PyTorch code
+        # (the task's target runs channels-last: models.channels_last_on_cpu)
+        self.model = nchw_model(model32).double()
         self.x0 = image.reshape(1, 1, 28, 28).double()
         self.t0 = int(label)
         self.d = self.x0.numel()

@@ -13,6 +13,7 @@ Results files name paths relative to the repository root (`repo_relative`), neve
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import gc
 import json
@@ -35,6 +36,17 @@ if ROOT not in sys.path:
 import zol2l_ext  # noqa: E402
 from zol2l_ext import data as D  # noqa: E402
 from zol2l_ext.fileio import portable_path  # noqa: E402
+
+
+def nchw_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with every parameter in the default (NCHW) memory format: what the library's targets ran
+    before `zol2l_ext.models.channels_last_on_cpu`, and what a plain PyTorch program runs. A clone, not
+    .contiguous(): a weight with one input channel is contiguous in both formats, and .contiguous() would keep its
+    channels-last strides, which make the convolution's output (and so every later layer) channels-last again."""
+    m = copy.deepcopy(model)
+    for p in m.parameters():
+        p.data = p.data.clone(memory_format=torch.contiguous_format)
+    return m
 
 
 # ----------------------------------------------------------------------------------------------------------
