@@ -338,6 +338,7 @@ def machine_info(devices, threads) -> dict:
         "git": git_rev(),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "extension": repo_relative(zol2l_ext._C.__file__),
+        "cpu_isa": zol2l_ext._C.cpu_isa(),  # the build of the CPU kernels in use (ZOL2L_CPU_ISA caps it)
         "extension_mtime_utc": datetime.datetime.fromtimestamp(
             os.path.getmtime(zol2l_ext._C.__file__), datetime.timezone.utc).isoformat(timespec="seconds"),
     }

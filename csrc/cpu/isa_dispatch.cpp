@@ -1,30 +1,75 @@
 // Chooses, once per process, the per-ISA build of the CPU kernels that this processor can run.
 #include "cpu/isa_kernels.h"
 
+#include <cstdlib>
+#include <cstring>
+
 namespace zol2l {
 namespace {
 
-bool cpu_has_avx2_fma() {
+enum class Isa { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
+
+Isa cpu_best_isa() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return Isa::kDefault;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    return Isa::kAvx512;
+  return Isa::kAvx2;
 #else
-  return false;
+  return Isa::kDefault;
 #endif
+}
+
+// The best ISA, capped by ZOL2L_CPU_ISA (avx2 / default; any other value leaves the best).
+Isa chosen_isa() {
+  static const Isa isa = [] {
+    Isa best = cpu_best_isa();
+    const char* cap = std::getenv("ZOL2L_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "default") == 0) return Isa::kDefault;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best > Isa::kAvx2) return Isa::kAvx2;
+    return best;
+  }();
+  return isa;
+}
+
+template <typename T, typename Build>
+CpuKernels<T> pick(Build avx512, Build avx2, Build baseline) {
+  switch (chosen_isa()) {
+    case Isa::kAvx512:
+      return avx512();
+    case Isa::kAvx2:
+      return avx2();
+    default:
+      return baseline();
+  }
 }
 
 }  // namespace
 
 template <>
 const CpuKernels<float>& cpu_kernels<float>() {
-  static const CpuKernels<float> k = cpu_has_avx2_fma() ? cpu_avx2::kernels_float() : cpu_default::kernels_float();
+  static const CpuKernels<float> k =
+      pick<float>(&cpu_avx512::kernels_float, &cpu_avx2::kernels_float, &cpu_default::kernels_float);
   return k;
 }
 
 template <>
 const CpuKernels<double>& cpu_kernels<double>() {
   static const CpuKernels<double> k =
-      cpu_has_avx2_fma() ? cpu_avx2::kernels_double() : cpu_default::kernels_double();
+      pick<double>(&cpu_avx512::kernels_double, &cpu_avx2::kernels_double, &cpu_default::kernels_double);
   return k;
+}
+
+const char* cpu_isa_name() {
+  switch (chosen_isa()) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "default";
+  }
 }
 
 }  // namespace zol2l

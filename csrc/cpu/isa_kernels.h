@@ -1,6 +1,6 @@
 // Plain data and the dispatch table shared by the per-ISA builds of the CPU kernels (kernels_default.cpp,
-// kernels_avx2.cpp) and their callers. Only data types and declarations here: no inline code that two ISAs
-// could both define.
+// kernels_avx2.cpp, kernels_avx512.cpp) and their callers. Only data types and declarations here: no inline code
+// that two ISAs could both define.
 #pragma once
 
 #include <cstdint>
@@ -46,8 +46,17 @@ CpuKernels<float> kernels_float();
 CpuKernels<double> kernels_double();
 }  // namespace cpu_avx2
 
-// The best build this CPU runs (AVX2 + FMA where present), chosen once.
+namespace cpu_avx512 {
+CpuKernels<float> kernels_float();
+CpuKernels<double> kernels_double();
+}  // namespace cpu_avx512
+
+// The best build this CPU runs (AVX-512, else AVX2 + FMA, else the baseline), chosen once; the environment
+// variable ZOL2L_CPU_ISA = avx2 or default caps it (to compare the builds, or to rule one out).
 template <typename T>
 const CpuKernels<T>& cpu_kernels();
+
+// The name of that build: "avx512", "avx2" or "default".
+const char* cpu_isa_name();
 
 }  // namespace zol2l
