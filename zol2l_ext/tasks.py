@@ -24,8 +24,8 @@ from .zo.estimator import check_baseline
 from .zo.problems import SPACES, AttackProblem, BinaryClassificationProblem
 from .zo.synthetic import SparseQuadraticProblem
 
-__all__ = ["SPACE_MU", "TaskSpec", "TASKS", "TASK_NAMES", "DATASET_TASKS", "get_task", "task_with", "TaskData",
-           "load_task", "make_problem"]
+__all__ = ["SPACE_MU", "TaskSpec", "TASKS", "TASK_NAMES", "DATASET_TASKS", "RANGE_PART", "get_task", "task_with",
+           "task_with_range", "TaskData", "load_task", "make_problem"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,25 @@ def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")
     return TASKS[name]
+
+
+#: the part name `task_with_range` gives its items
+RANGE_PART = "range"
+
+
+def task_with_range(task: "TaskSpec | str", items: str) -> TaskSpec:
+    """``task`` with one more part, `RANGE_PART`, holding items A..B-1 of ``items`` = "A:B" (image positions of an
+    attack task, dataset / problem seeds otherwise): `zol2l evaluate --range`, a replication on problems that no
+    part holds."""
+    spec = get_task(task) if isinstance(task, str) else task
+    a, sep, b = str(items).partition(":")
+    try:
+        start, stop = int(a), int(b)
+    except ValueError:
+        start = stop = None
+    if not sep or start is None or not 0 <= start < stop:
+        raise ValueError(f"--range {items!r}: give A:B with 0 <= A < B (e.g. 5100:5200)")
+    return replace(spec, parts={**spec.parts, RANGE_PART: (start, stop)})
 
 
 def task_with(task: "TaskSpec | str", space: Optional[str] = None, baseline: Optional[str] = None) -> TaskSpec:

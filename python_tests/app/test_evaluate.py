@@ -170,3 +170,16 @@ def test_cli(learned_path, tmp_path, capsys):
     rc = cli.main(["evaluate", "binary", "--items", "1", "--trials", "1", "--steps", "3", "--learned",
                    str(tmp_path / "nope.pt"), "--out", str(tmp_path / "c"), "--no-progress"])
     assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_cli_range_replicates_on_items_no_part_holds(tmp_path, capsys):
+    # --range A:B evaluates items A..B-1 (here dataset seeds) instead of a named part
+    out = tmp_path / "r"
+    rc = cli.main(["evaluate", "binary", "--range", "200:202", "--trials", "1", "--steps", "3", "--threads", "1",
+                   "--optimizers", "zo-sgd", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.load(open(out / "results.json"))["config"]
+    assert cfg["part"] == "range" and cfg["seeds"] == [200, 201]
+    for bad in ("5:5", "7:3", "x:9", "12"):
+        rc = cli.main(["evaluate", "binary", "--range", bad, "--out", str(tmp_path / "bad"), "--no-progress"])
+        assert rc == 2 and "give A:B" in capsys.readouterr().err

@@ -31,7 +31,12 @@ def add_parser(sub) -> None:
                                    "Writes results.json, paired_criteria.json, loss_curves.png and quality.md "
                                    "into --out and prints the table and the verdicts.")
     p.add_argument("task", choices=TASK_NAMES, help="the task whose problems are evaluated")
-    p.add_argument("--part", default="test", help="the task's part: test (default), val, train, tune")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--part", default="test", help="the task's part: test (default), val, train, tune")
+    where.add_argument("--range", default=None, metavar="A:B",
+                       help="items A..B-1 instead of a part (image positions of attack tasks, dataset or problem "
+                            "seeds of binary and sparse-quadratic): a replication on problems that no part "
+                            "holds, where nothing was trained, tuned or picked")
     p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
                    help=f"comma-separated (default {','.join(DEFAULT_OPTIMIZERS)})")
     p.add_argument("--trials", type=int, default=10, help="runs per item with other directions (default 10)")
@@ -72,10 +77,14 @@ def _evaluate(args) -> int:
     t_start = time.perf_counter()
     device = resolve_device(args.device)
     optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
-    print(f"zol2l evaluate {args.task} ({args.part}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
+    where = f"items {args.range}" if getattr(args, "range", None) else args.part
+    print(f"zol2l evaluate {args.task} ({where}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
           file=sys.stderr)
     task = T.task_with(args.task, getattr(args, "space", None), getattr(args, "baseline", None))
-    result = E.evaluate_task(task, part=args.part, optimizers=optimizers, trials=args.trials, steps=args.steps,
+    part = args.part
+    if getattr(args, "range", None):
+        task, part = T.task_with_range(task, args.range), T.RANGE_PART
+    result = E.evaluate_task(task, part=part, optimizers=optimizers, trials=args.trials, steps=args.steps,
                              items=args.items, seed=args.seed, learned=args.learned, tuned=args.tuned,
                              device=device, data_root=args.data_root, progress=not args.no_progress)
     result["command"] = "zol2l evaluate " + " ".join(portable_argv(getattr(args, "argv", []) or [args.task]))
