@@ -98,8 +98,8 @@ def main(argv=None) -> int:
         r = run_case(dataset, images, args, root)
         print(f"[{dataset} x {r['images']}] {time.perf_counter() - t0:.0f} s")
         results.append(r)
-    head = ["target", "images", "query images", "forward NCHW ms", "channels-last ms", "speed-up", "ZO-SGD step NCHW ms",
-            "channels-last ms", "speed-up", "max |score diff|"]
+    head = ["target", "images", "query images", "forward NCHW ms", "channels-last ms", "speed-up",
+            "ZO-SGD step NCHW ms", "channels-last ms", "speed-up", "max |score diff|"]
     rows = [[r["target"], str(r["images"]), str(r["query_images"]), fmt(r["ms"]["forward/nchw"]),
              fmt(r["ms"]["forward/channels_last"]), fmt(r["speedup"]["forward"], ".2f"),
              fmt(r["ms"]["zo-sgd/nchw"]), fmt(r["ms"]["zo-sgd/channels_last"]), fmt(r["speedup"]["zo-sgd"], ".2f"),
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
     if not args.quick:
         os.makedirs(os.path.dirname(args.json), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "channels_last", "clock": args.clock, "machine": machine_info(["cpu"], args.threads),
-                       "cases": results}, f, indent=1)
+            json.dump({"benchmark": "channels_last", "clock": args.clock,
+                       "machine": machine_info(["cpu"], args.threads), "cases": results}, f, indent=1)
         print(f"wrote {os.path.relpath(args.json, ROOT)}")
     return 0
 

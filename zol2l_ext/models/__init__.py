@@ -20,5 +20,5 @@ from .training import CHECKPOINT_FORMAT, TRAIN_DEFAULTS, accuracy, fit, save_che
 __all__ = ["ARCHS", "ARCH_NAMES", "CWCNN", "CHECKPOINT_FORMAT", "Cifar10StagedCNN", "DEFAULT_TARGETS",
            "DIGITS_MEAN", "DIGITS_STD", "DigitsCNN", "LoadedTarget", "MnistAuthorsCNN", "ModelOutputError",
            "Normalize", "OUTPUT_KINDS", "TARGETS", "TRAIN_DEFAULTS", "TargetSpec", "accuracy", "build_model",
-           "channels_last_on_cpu", "check_model_outputs", "fit", "frozen_eval_model", "load_checkpoint_file", "load_target",
-           "own_target_candidates", "own_target_path", "save_checkpoint", "target_name", "train_target"]
+           "channels_last_on_cpu", "check_model_outputs", "fit", "frozen_eval_model", "load_checkpoint_file",
+           "load_target", "own_target_candidates", "own_target_path", "save_checkpoint", "target_name", "train_target"]
