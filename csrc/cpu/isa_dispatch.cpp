@@ -33,43 +33,34 @@ Isa chosen_isa() {
   return isa;
 }
 
-template <typename T, typename Build>
-CpuKernels<T> pick(Build avx512, Build avx2, Build baseline) {
-  switch (chosen_isa()) {
-    case Isa::kAvx512:
-      return avx512();
-    case Isa::kAvx2:
-      return avx2();
-    default:
-      return baseline();
-  }
-}
+// The builds, in Isa order.
+struct Build {
+  const char* name;
+  CpuKernels<float> (*kernels_float)();
+  CpuKernels<double> (*kernels_double)();
+};
+constexpr Build kBuilds[] = {
+    {"default", &cpu_default::kernels_float, &cpu_default::kernels_double},
+    {"avx2", &cpu_avx2::kernels_float, &cpu_avx2::kernels_double},
+    {"avx512", &cpu_avx512::kernels_float, &cpu_avx512::kernels_double},
+};
+
+const Build& chosen_build() { return kBuilds[static_cast<int>(chosen_isa())]; }
 
 }  // namespace
 
 template <>
 const CpuKernels<float>& cpu_kernels<float>() {
-  static const CpuKernels<float> k =
-      pick<float>(&cpu_avx512::kernels_float, &cpu_avx2::kernels_float, &cpu_default::kernels_float);
+  static const CpuKernels<float> k = chosen_build().kernels_float();
   return k;
 }
 
 template <>
 const CpuKernels<double>& cpu_kernels<double>() {
-  static const CpuKernels<double> k =
-      pick<double>(&cpu_avx512::kernels_double, &cpu_avx2::kernels_double, &cpu_default::kernels_double);
+  static const CpuKernels<double> k = chosen_build().kernels_double();
   return k;
 }
 
-const char* cpu_isa_name() {
-  switch (chosen_isa()) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    default:
-      return "default";
-  }
-}
+const char* cpu_isa_name() { return chosen_build().name; }
 
 }  // namespace zol2l
