@@ -35,7 +35,7 @@ import warnings
 
 import torch
 
-from common import ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, repo_relative, table
+from common import CLOCKS, ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, repo_relative, table
 
 from zol2l_ext import data as D
 from zol2l_ext import models as M
@@ -69,9 +69,6 @@ FULL = {"cpu": Budget(3.0, 11, 200, 5e-3, math.inf, 90.0), "cuda": Budget(0.5, 2
 QUICK = {"cpu": Budget(0.2, 3, 20, 2e-3, math.inf, 3.0), "cuda": Budget(0.05, 5, 20, 5e-4, math.inf, 2.0)}
 
 MAIN = ("floor", "zo-lstm", "zo-sgd")
-# wall: what a user waits (the targets); cpu: the CPU time the process got (time.process_time, all its threads),
-# which a loaded machine does not inflate by descheduling: meaningful with --threads 1, where no thread waits.
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 PIECES = {  # overhead pieces of each step (timed apart); the rest of step - floor is "other"
     "zo-lstm": ("query_rnn", "bernoulli", "sample_scaled", "bb_no_forward", "fd_gradient", "update_rnn"),
     "zo-sgd": ("sample", "bb_no_forward", "fd_gradient"),

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from common import ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, nchw_model, table
+from common import CLOCKS, ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, nchw_model, table
 
 from zol2l_ext import attack_setup
 from zol2l_ext import settings as S
@@ -33,7 +33,6 @@ from zol2l_ext.zo import AttackProblem, make_optimizer, step_seeds
 CASES = [("digits", 1), ("digits", 100), ("mnist", 1), ("mnist", 100), ("cifar10", 1), ("cifar10", 100)]
 FULL = Budget(2.0, 7, 100, 5e-3, float("inf"), 40.0)
 QUICK = Budget(0.2, 3, 10, 2e-3, float("inf"), 3.0)
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def run_case(dataset, images, args, root):
@@ -48,7 +47,7 @@ def run_case(dataset, images, args, root):
     x = torch.rand(B * (q + 1), *aset.images.shape[1:], generator=g)
     with torch.no_grad():
         diff = (formats["channels_last"](x) - formats["nchw"](x)).abs().max().item()
-    impls, steps = {}, {}
+    impls = {}
     for name, model in formats.items():
         problem = AttackProblem(model, aset.images, aset.labels, c=spec.c, norm="l1", output=aset.output,
                                 space=space)
@@ -56,14 +55,13 @@ def run_case(dataset, images, args, root):
         theta = problem.initial_point()
         state = opt.init_state(theta)
         seeds = step_seeds(0, torch.arange(B), 0)
-        steps[name] = (opt, problem, theta, state, seeds)
 
         def forward(m=model):
             with torch.no_grad():
                 return m(x)
 
-        def step(s=steps[name]):
-            return s[0].step(s[1], s[2], s[3], s[4])
+        def step(opt=opt, args=(problem, theta, state, seeds)):
+            return opt.step(*args)
 
         impls[f"forward/{name}"] = (forward, None)
         impls[f"zo-sgd/{name}"] = (step, None)

@@ -75,6 +75,12 @@ def _summary(samples: list[float]) -> dict:
             "reps": len(xs)}
 
 
+# Clocks a benchmark may sample with (--clock). wall: what a user waits; cpu: the CPU time the process got
+# (time.process_time, all its threads), which a loaded machine does not inflate by descheduling: meaningful with
+# one thread, where no thread waits for another.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 class Timer:
     """time({name: (fwd, bwd)}) -> {name: {"fwd": summary, "bwd": ..., "fwd+bwd": ...}}.
 

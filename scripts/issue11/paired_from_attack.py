@@ -3,10 +3,12 @@
 
     python scripts/issue11/paired_from_attack.py runs/replicate-mnist-5100/results.json [--json OUT]
 
-For images that no task part holds (e.g. `zol2l attack mnist --indices 5100:5200`), where `zol2l evaluate` cannot
-go: per image, the loss averaged over its trials at steps 25, 50, 100 and 200, differenced against each baseline
-and judged at 2 standard errors (`criteria.paired_difference`, as `zol2l evaluate` judges); the mean queries to a
-first success (over the attacks that succeeded) and the success rates at the final iterate. Prints markdown.
+For a `zol2l attack` run of images that no task part holds (e.g. `zol2l attack mnist --indices 5100:5200`, how the
+MNIST and CIFAR-10 replications of docs/TRAINING.md were run; `zol2l evaluate TASK --range A:B`, added after them,
+runs such a comparison with every criterion directly): per image, the loss averaged over its trials at steps 25,
+50, 100 and 200, differenced against each baseline and judged at 2 standard errors (`criteria.paired_difference`,
+as `zol2l evaluate` judges); the mean queries to a first success (over the attacks that succeeded) and the
+success rates at the final iterate. Prints markdown.
 """
 import argparse
 import json

@@ -77,13 +77,13 @@ def _evaluate(args) -> int:
     t_start = time.perf_counter()
     device = resolve_device(args.device)
     optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()]
-    where = f"items {args.range}" if getattr(args, "range", None) else args.part
-    print(f"zol2l evaluate {args.task} ({where}): {', '.join(optimizers)}, trials {args.trials}, device {device}",
-          file=sys.stderr)
+    items = getattr(args, "range", None)
+    print(f"zol2l evaluate {args.task} ({f'items {items}' if items else args.part}): {', '.join(optimizers)}, "
+          f"trials {args.trials}, device {device}", file=sys.stderr)
     task = T.task_with(args.task, getattr(args, "space", None), getattr(args, "baseline", None))
     part = args.part
-    if getattr(args, "range", None):
-        task, part = T.task_with_range(task, args.range), T.RANGE_PART
+    if items:
+        task, part = T.task_with_range(task, items), T.RANGE_PART
     result = E.evaluate_task(task, part=part, optimizers=optimizers, trials=args.trials, steps=args.steps,
                              items=args.items, seed=args.seed, learned=args.learned, tuned=args.tuned,
                              device=device, data_root=args.data_root, progress=not args.no_progress)
