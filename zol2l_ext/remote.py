@@ -22,6 +22,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 import io
 import json
+import math
+import re
 import threading
 from typing import Any, Dict, Optional
 
@@ -43,10 +45,42 @@ class EndpointError(ConnectionError):
     """The endpoint did not score a batch: down past the retry budget, or an answer no retry can fix."""
 
 
+# The .npy header of version 1.0 as numpy writes it for a C-ordered array of a plain dtype. np.save and np.load
+# format and parse it through repr and ast.literal_eval: 50-130 us a call on each side, about a tenth of a
+# request's own work for a small model (digits CNN, 264 images), so both ends take this shortcut for the common
+# case and leave every other array and body to numpy.
+_NPY_MAGIC = b"\x93NUMPY\x01\x00"
+_NPY_HEADER = re.compile(rb"\{'descr': '([<|][fiub][1248])', 'fortran_order': False, 'shape': \(((?:\d+, )*(?:\d+,?)?)\), \} *\n")
+
+
 def encode_array(a: np.ndarray) -> bytes:
+    """The bytes of ``np.save(a, allow_pickle=False)`` (bit for bit: the shortcut writes numpy's own header)."""
+    if a.flags.c_contiguous and a.dtype.str[:1] in "<|" and a.dtype.kind in "fiub" and a.dtype.str[2:] in ("1", "2", "4", "8"):
+        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (a.dtype.str, tuple(int(n) for n in a.shape))
+        pad = -(len(_NPY_MAGIC) + 2 + len(header) + 1) % 64  # numpy aligns the data to 64 bytes
+        header = (header + " " * pad + "\n").encode("latin1")
+        if len(header) < 1 << 16:
+            return b"".join((_NPY_MAGIC, len(header).to_bytes(2, "little"), header, a.reshape(-1).view(np.uint8)))
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()
+
+
+def _decode_plain(data: bytes) -> Optional[np.ndarray]:
+    """The array of a version-1.0 ``.npy`` body with numpy's header for a C-ordered plain dtype and exactly its
+    data, else None (numpy reads, or refuses, everything else)."""
+    if len(data) < 10 or not data.startswith(_NPY_MAGIC):
+        return None
+    end = 10 + int.from_bytes(data[8:10], "little")
+    m = _NPY_HEADER.fullmatch(data, 10, end)
+    if m is None:
+        return None
+    dtype = np.dtype(m[1].decode("ascii"))
+    shape = tuple(int(n) for n in m[2].split(b",") if n.strip())
+    count = math.prod(shape)
+    if len(data) - end != count * dtype.itemsize:
+        return None
+    return np.frombuffer(data, dtype, count, end).reshape(shape).copy()  # writable, as np.load's
 
 
 # np.load parses the .npy header with ast.literal_eval, which CPython before 3.12 cannot run in two threads at once
@@ -56,6 +90,9 @@ _NPY_LOCK = threading.Lock()
 
 def decode_array(data: bytes) -> np.ndarray:
     """The array of an ``.npy`` body; ValueError when it is not one (no pickles: a body is untrusted)."""
+    plain = _decode_plain(data)
+    if plain is not None:
+        return plain
     try:
         with _NPY_LOCK:
             return np.load(io.BytesIO(data), allow_pickle=False)
@@ -96,7 +133,8 @@ class RemoteModel(nn.Module):
                            other=self.retries, backoff_factor=float(backoff), backoff_max=float(backoff_max),
                            status_forcelist=TRANSIENT_STATUS, allowed_methods=None,  # POST too: scoring is pure
                            respect_retry_after_header=True, raise_on_status=True)
-        self._http: Optional[urllib3.PoolManager] = None  # thread-safe: one pool of `concurrency` connections
+        self._http: Optional[urllib3.HTTPConnectionPool] = None  # thread-safe: `concurrency` kept-alive connections
+        self._target = urllib3.util.parse_url(url).request_uri  # the path (and query) each POST goes to
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._stats = dict(requests=0, answered_evaluations=0, retried_requests=0, retries=0, failed_requests=0)
@@ -120,7 +158,7 @@ class RemoteModel(nn.Module):
             self._pool.shutdown(wait=True)
             self._pool = None
         if self._http is not None:
-            self._http.clear()  # closes the kept-alive connections
+            self._http.close()  # closes the kept-alive connections
             self._http = None
 
     def extra_repr(self) -> str:
@@ -136,17 +174,20 @@ class RemoteModel(nn.Module):
         self._lock = threading.Lock()
 
     # -- the black box -------------------------------------------------------------------------------------
-    def _connections(self) -> urllib3.PoolManager:
+    def _connections(self) -> urllib3.HTTPConnectionPool:
+        # The endpoint's own pool, not a PoolManager: one host needs no pool lookup, and skipping the manager's URL
+        # parsing and key normalisation saves 0.1 ms of client CPU a request (a third of urllib3's share).
         with self._lock:
             if self._http is None:
-                self._http = urllib3.PoolManager(num_pools=1, maxsize=self.concurrency, retries=self.retry,
-                                                 timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
+                self._http = urllib3.connection_from_url(
+                    self.url, maxsize=self.concurrency, retries=self.retry,
+                    timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
             return self._http
 
     def _post(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         try:
-            resp = self._connections().request("POST", self.url, body=encode_array(x),
+            resp = self._connections().urlopen("POST", self._target, body=encode_array(x),
                                                headers={"Content-Type": NPY_TYPE})
         except HTTPError as e:
             spent = self.retries if isinstance(e, MaxRetryError) else 0
@@ -184,7 +225,8 @@ class RemoteModel(nn.Module):
             parts = [f.result() for f in futures]  # the first failure raises (later requests still finish)
         if not parts:
             return torch.zeros((0, 0), dtype=torch.float32, device=images.device)
-        out = torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False))
+        scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out = torch.from_numpy(scores.astype(np.float32, copy=False))
         return out.to(images.device)
 
 
