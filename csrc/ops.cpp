@@ -31,4 +31,19 @@ TORCH_LIBRARY(zol2l, m) {
   // Points of eq. 5 for coordinates [start, start + count): [B, 2 count, d], row 2k = theta + mu e_{start+k},
   // row 2k + 1 = theta - mu e_{start+k}.
   m.def("central_points(Tensor theta, float mu, int start, int count) -> Tensor");
+  // One inference step of the learned optimizer's UpdateRNN (LearnedZO, scaling "rms"; no autograd): g [B, d]
+  // normalised by the moving mean square g_sq [B, 1] (rms_beta), the fused LSTM step on h, c [B, d, H], and
+  // Delta theta = exp(log_step) (head - g_hat), times 1 + (boost - 1) exp(-n / boost_decay) where n [B, 1] is
+  // given. Returns (Delta theta [B, d], the new g_sq, h_new, c_new).
+  m.def(
+      "learned_update_step(Tensor g, Tensor g_sq, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? bias, "
+      "Tensor w_out, Tensor? b_out, Tensor log_step, float rms_beta, float eps, Tensor? n, float boost, "
+      "float boost_decay) -> (Tensor, Tensor, Tensor, Tensor)");
+  // One inference step of the QueryRNN (LearnedZO, scaling "rms"; no autograd): inputs g_prev and dtheta_prev
+  // [B, d], each divided by its per-problem RMS; returns (the raw scale s = head + 1 [B, d], h_new, c_new).
+  m.def(
+      "learned_query_step(Tensor g_prev, Tensor dtheta_prev, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, "
+      "Tensor? bias, Tensor w_out, Tensor? b_out, float eps) -> (Tensor, Tensor, Tensor)");
+  // SplitMix64 finaliser of int64 bit patterns, elementwise (the key derivation of zol2l_ext/zo/seeding.py).
+  m.def("splitmix64(Tensor x) -> Tensor");
 }

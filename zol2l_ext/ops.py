@@ -24,6 +24,11 @@ __all__ = [
     "sample_queries",
     "fd_gradient",
     "central_points",
+    "learned_update_step",
+    "learned_query_step",
+    "has_learned_step_kernel",
+    "splitmix64",
+    "has_splitmix64_kernel",
     "draw_seeds",
 ]
 
@@ -263,3 +268,59 @@ def central_points(theta: Tensor, mu: float, start: int, count: int) -> Tensor:
 def _central_points_fake(theta, mu, start, count):
     b, d = theta.shape
     return theta.new_empty((b, 2 * count, d))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. Inference steps of the learned optimizer's two networks (LearnedZO, scaling "rms")
+# ----------------------------------------------------------------------------------------------------------
+def learned_update_step(g: Tensor, g_sq: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                        bias: Optional[Tensor], w_out: Tensor, b_out: Optional[Tensor], log_step: Tensor,
+                        rms_beta: float, eps: float, n: Optional[Tensor], boost: float,
+                        boost_decay: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`LearnedZO.update_step` of a "rms" model without autograd, in one op (CPU; see `has_learned_step_kernel`):
+    (Delta theta [B, d], the new g_sq [B, 1], h_new, c_new [B, d, H]). Contract: docs/OPS.md."""
+    return _ops.learned_update_step.default(g, g_sq, h, c, w_ih, w_hh, bias, w_out, b_out, log_step,
+                                            float(rms_beta), float(eps), n, float(boost), float(boost_decay))
+
+
+def learned_query_step(g_prev: Tensor, dtheta_prev: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                       bias: Optional[Tensor], w_out: Tensor, b_out: Optional[Tensor],
+                       eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """`LearnedZO.query_step` of a "rms" model without autograd, in one op: (the raw scale s [B, d], h_new,
+    c_new [B, d, H])."""
+    return _ops.learned_query_step.default(g_prev, dtheta_prev, h, c, w_ih, w_hh, bias, w_out, b_out, float(eps))
+
+
+def has_learned_step_kernel(device) -> bool:
+    """Whether the learned_*_step ops have a kernel for ``device`` (the CPU; elsewhere LearnedZO runs tensor ops)."""
+    return _has_kernel("zol2l::learned_update_step", torch.device(device).type)
+
+
+@torch.library.register_fake("zol2l::learned_update_step")
+def _learned_update_step_fake(g, g_sq, h, c, w_ih, w_hh, bias, w_out, b_out, log_step, rms_beta, eps, n, boost,
+                              boost_decay):
+    return g.new_empty(g.shape), g_sq.new_empty(g_sq.shape), h.new_empty(h.shape), h.new_empty(h.shape)
+
+
+@torch.library.register_fake("zol2l::learned_query_step")
+def _learned_query_step_fake(g_prev, dtheta_prev, h, c, w_ih, w_hh, bias, w_out, b_out, eps):
+    return g_prev.new_empty(g_prev.shape), h.new_empty(h.shape), h.new_empty(h.shape)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. The key hash of zo/seeding.py
+# ----------------------------------------------------------------------------------------------------------
+def splitmix64(x: Tensor) -> Tensor:
+    """The SplitMix64 finaliser of int64 bit patterns, elementwise, in one kernel (CPU; see
+    `has_splitmix64_kernel`). `zol2l_ext.zo.seeding.splitmix64` picks it or its tensor-op reference."""
+    return _ops.splitmix64.default(x)
+
+
+def has_splitmix64_kernel(device) -> bool:
+    """Whether ``splitmix64`` has a kernel for ``device`` (the CPU; elsewhere seeding.py uses int64 tensor ops)."""
+    return _has_kernel("zol2l::splitmix64", torch.device(device).type)
+
+
+@torch.library.register_fake("zol2l::splitmix64")
+def _splitmix64_fake(x):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)

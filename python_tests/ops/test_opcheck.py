@@ -79,3 +79,7 @@ def test_opcheck_fd_gradient(requires_grad, device):
 @pytest.mark.parametrize("device", device_params())
 def test_opcheck_central_points(device):
     _check(Z.central_points.default, (randn(3, 9, g=gen(6), dtype=dtype, device=device), 0.1, 2, 5))
+
+
+def test_opcheck_splitmix64():  # CPU only: other devices hash with tensor ops (zo/seeding.py)
+    _check(Z.splitmix64.default, (torch.arange(-5, 12, dtype=torch.int64).view(1, 17),))

@@ -25,6 +25,20 @@ def test_splitmix64_matches_python_reference():
     assert seeding.splitmix64_int(0) & (2**64 - 1) == 0xE220A8397B1DCDAF
 
 
+def test_the_splitmix64_kernel_equals_its_tensor_op_reference():
+    assert ops.has_splitmix64_kernel("cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-(2**63), 2**63 - 1, (3, 257), generator=g, dtype=torch.int64)
+    for v in (x, x.t(), x[:, ::2], x[:0], torch.tensor(5)):  # strided, empty and 0-d inputs too
+        got = seeding.splitmix64(v)
+        assert got.shape == v.shape and got.dtype == torch.int64
+        assert torch.equal(got, seeding.splitmix64_tensor_ops(v))
+    with pytest.raises(TypeError, match="int64"):
+        seeding.splitmix64(x.to(torch.int32))
+    with pytest.raises(RuntimeError, match="int64"):
+        ops.splitmix64(x.to(torch.float64))
+
+
 def test_step_seeds_depend_on_id_and_step_only():
     ids = torch.arange(5)
     a = seeding.step_seeds(7, ids, 3)

@@ -30,6 +30,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .. import ops
 from ..fileio import atomic_torch_save, first_line, load_torch_file
 from .lstm_networks import CoordinateLSTM, QueryRNN, UpdateRNN
 
@@ -175,9 +176,29 @@ class LearnedZO(nn.Module):
         st["h_query"], st["c_query"] = self.query.init_state(B, d, device, dtype)
         return st
 
+    def _fused(self, *inputs: Tensor) -> bool:
+        """Whether a step of the networks may run as one op (ops.learned_update_step / learned_query_step): the
+        "rms" form, a device with the kernel, and no gradient to record. The ops compute what the tensor ops
+        below compute, up to rounding (the mean squares are summed in another order)."""
+        x = inputs[0]
+        if self.scaling != "rms" or x.dtype not in (torch.float32, torch.float64):
+            return False
+        if torch.is_grad_enabled() and (any(t.requires_grad for t in inputs)
+                                        or any(p.requires_grad for p in self.parameters())):
+            return False
+        return ops.has_learned_step_kernel(x.device)
+
     def update_step(self, g: Tensor, st: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The UpdateRNN on the estimate g [B, d]: (Delta theta [B, d], its new state entries)."""
         new: Dict[str, Tensor] = {}
+        if self._fused(g):
+            lstm, n = self.update.lstm, st.get("n_update") if self.boost != 1.0 else None
+            delta, new["g_sq"], new["h_update"], new["c_update"] = ops.learned_update_step(
+                g, st["g_sq"], st["h_update"], st["c_update"], lstm.w_ih, lstm.w_hh, lstm.bias, lstm.w_out,
+                lstm.b_out, self.update.log_step, self.rms_beta, RMS_EPS, n, self.boost, self.boost_decay)
+            if n is not None:
+                new["n_update"] = n + 1
+            return delta, new
         if self.scaling == "none":
             delta, (new["h_update"], new["c_update"]) = self.update(g, (st["h_update"], st["c_update"]))
         else:
@@ -198,6 +219,11 @@ class LearnedZO(nn.Module):
         """The QueryRNN on [g_{t-1}, Delta theta_{t-1}] (``st["g_prev"]``, ``st["dtheta_prev"]``): (the raw scale
         s = head + 1 [B, d], its new state entries)."""
         g, dt = st["g_prev"], st["dtheta_prev"]
+        if self._fused(g, dt):
+            lstm = self.query.lstm
+            s, h, c = ops.learned_query_step(g, dt, st["h_query"], st["c_query"], lstm.w_ih, lstm.w_hh, lstm.bias,
+                                             lstm.w_out, lstm.b_out, RMS_EPS)
+            return s, {"h_query": h, "c_query": c}
         if self.scaling == "rms":
             g, dt = g / _rms(g, RMS_EPS), dt / _rms(dt, RMS_EPS)
         new: Dict[str, Tensor] = {}

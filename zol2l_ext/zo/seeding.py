@@ -14,8 +14,11 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from .. import ops
+
 __all__ = [
     "splitmix64",
+    "splitmix64_tensor_ops",
     "splitmix64_int",
     "step_seeds",
     "derive",
@@ -55,9 +58,17 @@ def _shr(x: Tensor, k: int) -> Tensor:
 
 
 def splitmix64(x: Tensor) -> Tensor:
-    """SplitMix64 finaliser applied elementwise to an int64 tensor (bit-exact with the uint64 reference)."""
+    """SplitMix64 finaliser applied elementwise to an int64 tensor (bit-exact with the uint64 reference): the
+    extension's one-pass kernel where the device has one (the CPU), else `splitmix64_tensor_ops`."""
     if x.dtype != torch.int64:
         raise TypeError(f"splitmix64 expects an int64 tensor, got {x.dtype}")
+    if ops.has_splitmix64_kernel(x.device):
+        return ops.splitmix64(x)
+    return splitmix64_tensor_ops(x)
+
+
+def splitmix64_tensor_ops(x: Tensor) -> Tensor:
+    """`splitmix64` as int64 tensor ops (any device; the kernel's reference)."""
     z = x + _GOLDEN
     z = (z ^ _shr(z, 30)) * _M1
     z = (z ^ _shr(z, 27)) * _M2
