@@ -8,6 +8,7 @@
 // reference that autograd and other devices use); the per-problem mean square is accumulated in double, so results
 // agree with the reference to rounding, not bit for bit.
 #include "checks.h"
+#include "tensor_args.h"
 #include "cpu/isa_kernels.h"
 
 #include <ATen/Parallel.h>
@@ -26,15 +27,6 @@ void check_row_tensor(const char* op, const at::Tensor& ref, const at::Tensor& t
                       at::IntArrayRef shape) {
   check_shape(op, t, name, shape);
   check_same(op, ref, "g", t, name);
-}
-
-template <typename T>
-const T* ptr_or_null(const std::optional<at::Tensor>& t) {
-  return t ? t->data_ptr<T>() : nullptr;
-}
-
-std::optional<at::Tensor> contiguous_opt(const std::optional<at::Tensor>& t) {
-  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }
 
 // x_hat[(b, j), k] = x_k[b, j] / sqrt(v_k[b] + eps) for the K inputs x_k [B, d]; v_k is the mean square of row b

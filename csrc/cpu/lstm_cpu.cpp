@@ -1,5 +1,6 @@
 // CPU implementation of lstm_step / lstm_step_backward: validation, the ISA choice and the parallel split.
 #include "checks.h"
+#include "tensor_args.h"
 #include "cpu/isa_kernels.h"
 
 #include <ATen/Parallel.h>
@@ -9,15 +10,6 @@
 
 namespace zol2l {
 namespace {
-
-template <typename T>
-const T* ptr_or_null(const std::optional<at::Tensor>& t) {
-  return t ? t->data_ptr<T>() : nullptr;
-}
-
-std::optional<at::Tensor> contiguous_opt(const std::optional<at::Tensor>& t) {
-  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
 
 // Enough tiles per chunk to amortize the weight-gradient reduction, enough chunks to feed every thread.
 constexpr int64_t kGrain = 256;

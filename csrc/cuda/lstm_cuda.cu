@@ -21,6 +21,7 @@
 #include <tuple>
 
 #include "checks.h"
+#include "tensor_args.h"
 #include "common/activations.h"
 
 namespace zol2l {
@@ -473,11 +474,6 @@ at::Tensor pack_weights(const at::Tensor& w_ih, const at::Tensor& w_hh, const st
   lstm_pack_weights_kernel<scalar_t><<<blocks, kPackThreads, 0, stream>>>(pp);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return packed;
-}
-
-std::optional<at::Tensor> contiguous_opt(const std::optional<at::Tensor>& t) {
-  if (!t) return std::nullopt;
-  return t->contiguous();
 }
 
 at::ScalarType acc_type_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
