@@ -66,8 +66,10 @@ class LearnedZO(nn.Module):
       it. The QueryRNN reads its inputs g_{t-1} and Delta theta_{t-1} divided by their per-problem RMS, so it
       too sees the same numbers whatever the problem's units.
 
-    `update_step` and `query_step` are the one implementation of a step of each network: the optimizer
-    (`ZOLSTM`, test time) and the meta-trainer (`meta_step`, training) both call them.
+    `update_step` and `query_step` are the one entry to a step of each network: the optimizer (`ZOLSTM`, test
+    time) and the meta-trainer (`meta_step`, training) both call them. Written as tensor ops (the reference, and
+    what autograd records); where nothing needs a gradient, a "rms" model on the CPU takes the same step as one
+    fused op each (`ops.learned_update_step` / `learned_query_step`), equal to rounding.
 
     ``save(path)`` writes ``torch.save({"format", "config", "state_dict", "meta"})``; ``LearnedZO.load(path)``
     reads it with ``weights_only=True``. ``LearnedZO.pretrained(name)`` loads ``zol2l_ext/pretrained/<name>.pt``.
