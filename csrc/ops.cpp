@@ -44,6 +44,9 @@ TORCH_LIBRARY(zol2l, m) {
   m.def(
       "learned_query_step(Tensor g_prev, Tensor dtheta_prev, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, "
       "Tensor? bias, Tensor w_out, Tensor? b_out, float eps) -> (Tensor, Tensor, Tensor)");
+  // The query images of a pixel-space attack, images [B, Q, d] = clamp(clean + points, 0, 1) with clean [B, d],
+  // and their distances [B, Q] to the clean images: sum |images - clean| (norm 1) or its square (norm 2).
+  m.def("attack_pixel_images(Tensor points, Tensor clean, int norm) -> (Tensor, Tensor)");
   // SplitMix64 finaliser of int64 bit patterns, elementwise (the key derivation of zol2l_ext/zo/seeding.py).
   m.def("splitmix64(Tensor x) -> Tensor");
 }

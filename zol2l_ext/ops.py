@@ -27,6 +27,8 @@ __all__ = [
     "learned_update_step",
     "learned_query_step",
     "has_learned_step_kernel",
+    "attack_pixel_images",
+    "has_attack_images_kernel",
     "splitmix64",
     "has_splitmix64_kernel",
     "draw_seeds",
@@ -308,7 +310,26 @@ def _learned_query_step_fake(g_prev, dtheta_prev, h, c, w_ih, w_hh, bias, w_out,
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 5. The key hash of zo/seeding.py
+# 5. The query images of a pixel-space attack
+# ----------------------------------------------------------------------------------------------------------
+def attack_pixel_images(points: Tensor, clean: Tensor, norm: int) -> tuple[Tensor, Tensor]:
+    """(images [B, Q, d] = clamp(clean + points, 0, 1), their distances [B, Q] to clean [B, d]: the sum of |.|
+    for ``norm=1``, of squares for ``norm=2``) in one pass (CPU; see `has_attack_images_kernel`). No autograd."""
+    return _ops.attack_pixel_images.default(points, clean, int(norm))
+
+
+def has_attack_images_kernel(device) -> bool:
+    """Whether ``attack_pixel_images`` has a kernel for ``device`` (the CPU; elsewhere AttackProblem runs tensor ops)."""
+    return _has_kernel("zol2l::attack_pixel_images", torch.device(device).type)
+
+
+@torch.library.register_fake("zol2l::attack_pixel_images")
+def _attack_pixel_images_fake(points, clean, norm):
+    return points.new_empty(points.shape), points.new_empty(points.shape[:2])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 6. The key hash of zo/seeding.py
 # ----------------------------------------------------------------------------------------------------------
 def splitmix64(x: Tensor) -> Tensor:
     """The SplitMix64 finaliser of int64 bit patterns, elementwise, in one kernel (CPU; see
