@@ -4,9 +4,10 @@
 // AttackProblem (zol2l_ext/zo/problems/attack.py) written as tensor ops makes x0 + delta (a new tensor), clamps it,
 // and after the forward subtracts x0 again, takes |.| and sums: five passes over B x Q x d values (for 100
 // CIFAR-10 images 16 ms a step, 61 MB each). Here: one read of the points, one write of the images, the distance
-// accumulated on the way (8 partial sums, so that the loop vectorizes; the order differs from torch's sum, so
-// distances agree to rounding).
+// accumulated on the way (csrc/cpu/pixel_images.h, compiled per ISA; its partial sums add in another order than
+// torch's sum, so distances agree to rounding).
 #include "checks.h"
+#include "cpu/isa_kernels.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -15,33 +16,6 @@
 
 namespace zol2l {
 namespace {
-
-constexpr int kLanes = 8;
-
-template <typename T, int kNorm>
-T images_row(const T* __restrict p, const T* __restrict x0, T* __restrict out, int64_t d) {
-  T acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= d; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const T v = x0[j + l] + p[j + l];
-      // clamp to [0, 1] keeping NaN (as torch.clamp): a comparison with NaN is false, so NaN passes both
-      const T x = v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
-      out[j + l] = x;
-      const T diff = x - x0[j + l];
-      acc[l] += kNorm == 1 ? (diff < T(0) ? -diff : diff) : diff * diff;
-    }
-  T sum = 0;
-  for (int l = 0; l < kLanes; ++l) sum += acc[l];
-  for (; j < d; ++j) {
-    const T v = x0[j] + p[j];
-    const T x = v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
-    out[j] = x;
-    const T diff = x - x0[j];
-    sum += kNorm == 1 ? (diff < T(0) ? -diff : diff) : diff * diff;
-  }
-  return sum;
-}
 
 std::tuple<at::Tensor, at::Tensor> attack_pixel_images_cpu(const at::Tensor& points_, const at::Tensor& clean_,
                                                             int64_t norm) {
@@ -62,13 +36,13 @@ std::tuple<at::Tensor, at::Tensor> attack_pixel_images_cpu(const at::Tensor& poi
     using T = scalar_t;
     const T *pp = points.data_ptr<T>(), *pc = clean.data_ptr<T>();
     T *pi = images.data_ptr<T>(), *pd = dist.data_ptr<T>();
+    const auto row = cpu_kernels<T>().pixel_images;  // the per-ISA build (csrc/cpu/pixel_images.h)
     constexpr int64_t kGrainValues = 32768;  // at::internal::GRAIN_SIZE: one MNIST image's 21 rows stay inline
     at::parallel_for(0, B * Q, std::max<int64_t>(1, kGrainValues / std::max<int64_t>(d, 1)),
                      [&](int64_t r0, int64_t r1) {
                        for (int64_t r = r0; r < r1; ++r) {
                          const T* x0 = pc + (r / Q) * d;
-                         pd[r] = norm == 1 ? images_row<T, 1>(pp + r * d, x0, pi + r * d, d)
-                                           : images_row<T, 2>(pp + r * d, x0, pi + r * d, d);
+                         pd[r] = row(pp + r * d, x0, pi + r * d, d, static_cast<int>(norm));
                        }
                      });
   });

@@ -22,8 +22,9 @@ FMA_ISAS = ("avx2", "avx512")
 
 
 def outputs() -> dict:
-    """Every CPU kernel once, float32 and float64: the sampler (directions and points, with and without a scale)
-    and the LSTM step forward and backward, at sizes with whole tiles and a ragged end."""
+    """Every per-ISA CPU kernel once, float32 and float64: the sampler (directions and points, with and without a
+    scale), the LSTM step forward and backward and the pixel-space attack images, at sizes with whole tiles (or
+    lane groups) and a ragged end."""
     out = {}
     for dtype in (torch.float32, torch.float64):
         g = torch.Generator().manual_seed(0)
@@ -37,6 +38,9 @@ def outputs() -> dict:
         keys = [k for k in LSTM_ARG_ORDER if args[k] is not None]
         grads = torch.autograd.grad((y.square().sum() + h.sum() + c.square().sum()), [args[k] for k in keys])
         out[f"lstm/{dtype}"] = (y, h, c) + tuple(grads)
+        points = (torch.rand(5, 7, 3001, generator=g, dtype=torch.float64) - 0.5).to(dtype)
+        for norm in (1, 2):  # images and their distances, 16-lane partial sums and a ragged end
+            out[f"pixel_images{norm}/{dtype}"] = ops.attack_pixel_images(points, theta, norm)
     return {k: tuple(t.detach() for t in v) for k, v in out.items()}
 
 
