@@ -319,7 +319,8 @@ def attack_pixel_images(points: Tensor, clean: Tensor, norm: int) -> tuple[Tenso
 
 
 def has_attack_images_kernel(device) -> bool:
-    """Whether ``attack_pixel_images`` has a kernel for ``device`` (the CPU; elsewhere AttackProblem runs tensor ops)."""
+    """Whether ``attack_pixel_images`` has a kernel for ``device`` (the CPU; elsewhere AttackProblem runs tensor
+    ops)."""
     return _has_kernel("zol2l::attack_pixel_images", torch.device(device).type)
 
 

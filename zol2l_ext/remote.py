@@ -50,13 +50,16 @@ class EndpointError(ConnectionError):
 # request's own work for a small model (digits CNN, 264 images), so both ends take this shortcut for the common
 # case and leave every other array and body to numpy.
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
-_NPY_HEADER = re.compile(rb"\{'descr': '([<|][fiub][1248])', 'fortran_order': False, 'shape': \(((?:\d+, )*(?:\d+,?)?)\), \} *\n")
+_NPY_HEADER = re.compile(rb"\{'descr': '([<|][fiub][1248])', 'fortran_order': False, "
+                         rb"'shape': \(((?:\d+, )*(?:\d+,?)?)\), \} *\n")
+_NPY_PLAIN_SIZES = ("1", "2", "4", "8")  # itemsizes of the dtypes the header pattern accepts
 
 
 def encode_array(a: np.ndarray) -> bytes:
     """The bytes of ``np.save(a, allow_pickle=False)`` (bit for bit: the shortcut writes numpy's own header)."""
-    if a.flags.c_contiguous and a.dtype.str[:1] in "<|" and a.dtype.kind in "fiub" and a.dtype.str[2:] in ("1", "2", "4", "8"):
-        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (a.dtype.str, tuple(int(n) for n in a.shape))
+    descr = a.dtype.str
+    if a.flags.c_contiguous and descr[:1] in "<|" and a.dtype.kind in "fiub" and descr[2:] in _NPY_PLAIN_SIZES:
+        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (descr, tuple(int(n) for n in a.shape))
         pad = -(len(_NPY_MAGIC) + 2 + len(header) + 1) % 64  # numpy aligns the data to 64 bytes
         header = (header + " " * pad + "\n").encode("latin1")
         if len(header) < 1 << 16:
