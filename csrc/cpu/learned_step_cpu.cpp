@@ -67,9 +67,9 @@ LstmDims check_network(const char* op, const at::Tensor& g, int I, const at::Ten
   TORCH_CHECK(c.sizes() == h.sizes(), op, ": c must have h's shape ", h.sizes(), ", got ", c.sizes());
   check_same(op, g, "g", h, "h");
   check_same(op, g, "g", c, "c");
-  // The LSTM's own checks, on the shapes its kernel sees: B*d coordinates of I inputs (x stands in, unallocated).
-  return check_lstm_inputs(op, g.new_empty({1, I}).expand({B * d, I}), h.view({B * d, h.size(2)}),
-                           c.view({B * d, c.size(2)}), w_ih, w_hh, bias, w_out, b_out);
+  // The LSTM's own checks, on the shapes its kernel sees: B*d coordinates of I inputs (x: one row, expanded).
+  return check_lstm_inputs(op, g.new_empty({1, I}).expand({B * d, I}), h.reshape({B * d, h.size(2)}),
+                           c.reshape({B * d, c.size(2)}), w_ih, w_hh, bias, w_out, b_out);
 }
 
 template <typename T>

@@ -67,6 +67,19 @@ def test_fused_steps_equal_the_tensor_ops(B, d, boost, dtype):
         torch.testing.assert_close(new_q[k], want[3][k], **TOL[dtype])
 
 
+def test_strided_states_are_read_right():
+    m = _model(2.0, torch.float32)
+    st, g = _state(m, 3, 20, torch.float32)
+    want = _reference(m, g, st)
+    for k in ("h_update", "c_update", "h_query", "c_query"):  # the same values, laid out [d, B, H] underneath
+        st[k] = st[k].transpose(0, 1).contiguous().transpose(0, 1)
+    with torch.no_grad():
+        delta, _ = m.update_step(g.t().contiguous().t(), st)
+        s, _ = m.query_step(st)
+    torch.testing.assert_close(delta, want[0], **TOL[torch.float32])
+    torch.testing.assert_close(s, want[2], **TOL[torch.float32])
+
+
 def test_no_grad_steps_run_the_fused_ops_and_training_steps_the_tensor_ops(monkeypatch):
     calls = []
     for name in ("learned_update_step", "learned_query_step"):
