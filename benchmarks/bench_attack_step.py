@@ -81,9 +81,10 @@ PIECE_DOC = {
     "sample": "ops.sample_queries without scale (u and the points)",
     "bb_no_forward": "the black-box call with the model replaced by a replay of its output: tanh image "
                      "transform, (log_softmax for logits), hinge margin, L1 distance over B x (q+1) x d",
-    "to_image": "part of bb_no_forward: the images of all points: (tanh(w) + 1) / 2 in tanh space "
-                "(AttackProblem._x), in pixel space ops.attack_pixel_images (clamp(x0 + delta, 0, 1) and the "
-                "distances in one pass) where the device has it, else AttackProblem._x",
+    "to_image": "part of bb_no_forward: the images of all points as the black box forms them "
+                "(AttackProblem._query_images): (tanh(w) + 1) / 2 in tanh space, in pixel space "
+                "ops.attack_pixel_images (clamp(x0 + delta, 0, 1) and the distances in one pass) where the "
+                "device has it",
     "fd_gradient": "ops.fd_gradient(base, fq, u, mu), base = f0 or the mean of the values (the task's estimator)",
     "update_rnn": "UpdateRNN: model.update_step(g, state) (input scaling and step where the model has them, fused "
                   "lstm_step, I=1, N=B*d)",
@@ -143,14 +144,6 @@ def learned_model(dataset):
         return LearnedZO.pretrained(name), f"pretrained {name}"
     torch.manual_seed(0)
     return LearnedZO(), "randomly initialised LearnedZO (no pretrained file)"
-
-
-def images_of(problem, points):
-    """The query images as the problem's black box forms them (the to_image piece)."""
-    if problem._fused_images(points):
-        return ops.attack_pixel_images(points, problem.images.reshape(points.shape[0], -1),
-                                       1 if problem.norm == "l1" else 2)
-    return problem._x(points)
 
 
 def sync(device):
@@ -223,7 +216,7 @@ def run_case(cid, args, root):
             "sample_scaled": nograd(lambda: ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)),
             "sample": nograd(lambda: ops.sample_queries(th_sgd, q, mu, seed=seeds_sgd)),
             "bb_no_forward": nograd(lambda: stub(points)),
-            "to_image": nograd(lambda: images_of(problem, points)),
+            "to_image": nograd(lambda: problem._query_images(points, no_grad=True)),
             "fd_gradient": nograd(lambda: ops.fd_gradient(base, fq, u, mu)),
             "update_rnn": nograd(lambda: zl.model.update_step(g, st)),
         })

@@ -8,11 +8,10 @@
 // torch's sum, so distances agree to rounding).
 #include "checks.h"
 #include "cpu/isa_kernels.h"
+#include "cpu/op_helpers.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-
-#include <algorithm>
 
 namespace zol2l {
 namespace {
@@ -37,14 +36,10 @@ std::tuple<at::Tensor, at::Tensor> attack_pixel_images_cpu(const at::Tensor& poi
     const T *pp = points.data_ptr<T>(), *pc = clean.data_ptr<T>();
     T *pi = images.data_ptr<T>(), *pd = dist.data_ptr<T>();
     const auto row = cpu_kernels<T>().pixel_images;  // the per-ISA build (csrc/cpu/pixel_images.h)
-    constexpr int64_t kGrainValues = 32768;  // at::internal::GRAIN_SIZE: one MNIST image's 21 rows stay inline
-    at::parallel_for(0, B * Q, std::max<int64_t>(1, kGrainValues / std::max<int64_t>(d, 1)),
-                     [&](int64_t r0, int64_t r1) {
-                       for (int64_t r = r0; r < r1; ++r) {
-                         const T* x0 = pc + (r / Q) * d;
-                         pd[r] = row(pp + r * d, x0, pi + r * d, d, static_cast<int>(norm));
-                       }
-                     });
+    at::parallel_for(0, B * Q, elementwise_grain_rows(d), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        pd[r] = row(pp + r * d, pc + (r / Q) * d, pi + r * d, d, static_cast<int>(norm));
+    });
   });
   return {images, dist};
 }

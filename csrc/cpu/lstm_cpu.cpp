@@ -2,6 +2,7 @@
 #include "checks.h"
 #include "tensor_args.h"
 #include "cpu/isa_kernels.h"
+#include "cpu/op_helpers.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -13,11 +14,6 @@ namespace {
 
 // Enough tiles per chunk to amortize the weight-gradient reduction, enough chunks to feed every thread.
 constexpr int64_t kGrain = 256;
-// The forward runs on the calling thread below this many coordinates (~0.15 ms of work): one MNIST image's 784
-// coordinates then cost no OpenMP fork/join, which on a busy machine waits for a descheduled worker (a 2-core
-// step at B = 1 lost ~10 ms per parallel region under load), while 3072+ coordinates still split. The
-// coordinates are independent, so the split does not change the results (unlike the backward's reduction).
-constexpr int64_t kForwardGrain = 1024;
 
 void check_cpu_dtype(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
@@ -39,13 +35,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_step_cpu(const at::Tensor& x
   at::Tensor h_new = at::empty({d.N, d.H}, x.options());
   at::Tensor c_new = at::empty({d.N, d.H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_step_cpu", [&] {
-    const LstmPtrs<scalar_t> p{x.data_ptr<scalar_t>(),    h.data_ptr<scalar_t>(),     c.data_ptr<scalar_t>(),
-                               w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                               w_out.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(b_out), d.I,
-                               d.H,                       d.O};
+    const LstmPtrs<scalar_t> p = lstm_ptrs<scalar_t>(x.data_ptr<scalar_t>(), h, c, w_ih, w_hh, bias, w_out, b_out, d);
     const auto& fns = cpu_kernels<scalar_t>();
     scalar_t *py = y.data_ptr<scalar_t>(), *ph = h_new.data_ptr<scalar_t>(), *pc = c_new.data_ptr<scalar_t>();
-    at::parallel_for(0, d.N, kForwardGrain,
+    at::parallel_for(0, d.N, kLstmForwardGrain,
                      [&](int64_t begin, int64_t end) { fns.lstm_forward(p, py, ph, pc, begin, end); });
   });
   return {y, h_new, c_new};
@@ -83,10 +76,7 @@ lstm_step_backward_cpu(const at::Tensor& grad_y_, const std::optional<at::Tensor
   const int64_t P = weight_grad_size(d.I, d.H, d.O);
   std::vector<double> partials(static_cast<size_t>(n_chunks * P), 0.0);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_step_backward_cpu", [&] {
-    const LstmPtrs<scalar_t> p{x.data_ptr<scalar_t>(),    h.data_ptr<scalar_t>(),     c.data_ptr<scalar_t>(),
-                               w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                               w_out.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(b_out), d.I,
-                               d.H,                       d.O};
+    const LstmPtrs<scalar_t> p = lstm_ptrs<scalar_t>(x.data_ptr<scalar_t>(), h, c, w_ih, w_hh, bias, w_out, b_out, d);
     const LstmGradPtrs<scalar_t> gp{grad_y.data_ptr<scalar_t>(),      ptr_or_null<scalar_t>(grad_h_new),
                                     ptr_or_null<scalar_t>(grad_c_new), grad_x.data_ptr<scalar_t>(),
                                     grad_h.data_ptr<scalar_t>(),      grad_c.data_ptr<scalar_t>()};

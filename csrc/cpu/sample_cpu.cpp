@@ -1,6 +1,7 @@
 // CPU implementation of sample_queries and directions_vjp (Gaussian directions regenerated from the seed).
 #include "checks.h"
 #include "cpu/isa_kernels.h"
+#include "cpu/op_helpers.h"
 
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
@@ -65,13 +66,10 @@ void sample_into(const at::Tensor& seed, const at::Tensor& theta, const std::opt
     scalar_t *pu = u.data_ptr<scalar_t>(), *pp = points.data_ptr<scalar_t>();
     const scalar_t m = static_cast<scalar_t>(mu);
     const int64_t d = s.d, Q = s.q;
-    // One work item per (problem, row): row 0 of points copies theta, row 1 + i holds direction i. Parallel from
-    // ATen's elementwise grain (32768 values) on: one MNIST image's 21 x 784 values stay on the calling thread,
-    // where an OpenMP region would cost more than it saves (and far more on a busy machine). Rows are
-    // independent: the split does not change the results.
-    constexpr int64_t kGrainValues = 32768;  // at::internal::GRAIN_SIZE
-    const int64_t grain_rows = std::max<int64_t>(1, kGrainValues / std::max<int64_t>(d, 1));
-    at::parallel_for(0, s.B * (Q + 1), grain_rows, [&](int64_t r0, int64_t r1) {
+    // One work item per (problem, row): row 0 of points copies theta, row 1 + i holds direction i; one MNIST
+    // image's rows stay on the calling thread, where an OpenMP region would cost more than it saves (and far more
+    // on a busy machine).
+    at::parallel_for(0, s.B * (Q + 1), elementwise_grain_rows(d), [&](int64_t r0, int64_t r1) {
       std::vector<scalar_t> z(rs.scale == nullptr ? 0 : static_cast<size_t>(d));
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (Q + 1), row = r % (Q + 1);

@@ -219,14 +219,18 @@ class AttackProblem(BlackBoxProblem):
         return (self.space == "pixel" and self.upsample_from is None and points.dtype in (torch.float32, torch.float64)
                 and ops.has_attack_images_kernel(points.device))
 
+    def _query_images(self, points: Tensor, no_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """The images of points [B, Q, d] as the black box forms them, and their distances [B, Q] to the clean
+        images where ops.attack_pixel_images computed them on the way (else None: `_loss` takes them after the
+        forward)."""
+        if no_grad and self._fused_images(points):
+            clean = self.images.to(points.dtype).reshape(points.shape[0], -1)
+            return ops.attack_pixel_images(points, clean, 1 if self.norm == "l1" else 2)
+        return self._x(points, inplace=no_grad), None  # [B, Q, C, H, W]
+
     def _loss(self, points: Tensor, no_grad: bool) -> Tensor:
         B, Q = points.shape[:2]
-        dist = None
-        if no_grad and self._fused_images(points):
-            clean = self.images.to(points.dtype).reshape(B, -1)
-            x, dist = ops.attack_pixel_images(points, clean, 1 if self.norm == "l1" else 2)
-        else:
-            x = self._x(points, inplace=no_grad)  # [B, Q, C, H, W]
+        x, dist = self._query_images(points, no_grad)
         logp = self._scores(x.reshape(B * Q, *self.image_shape), no_grad=no_grad)
         K = logp.shape[1]
         self._check_labels(K)
