@@ -1,15 +1,13 @@
 // Activation math shared by the CPU and CUDA kernels.
 //
-// float uses a branch-free exp so that GCC can auto-vectorize the CPU tile loops (libm's expf is an opaque
-// call that blocks vectorization); on the device it maps to the hardware __expf. double keeps libm/CUDA
-// exp so that gradcheck in float64 sees exact derivatives.
+// float on the CPU: branch-free rational approximations, so that GCC auto-vectorizes the tile loops (libm's
+// tanhf/expf are opaque calls that block vectorization); on the device the hardware __expf. double keeps
+// libm/CUDA exp and tanh so that gradcheck in float64 sees exact derivatives.
 #pragma once
 
 #include <c10/macros/Macros.h>
 
 #include <cmath>
-#include <cstdint>
-#include <cstring>
 
 // Internal linkage: these headers are compiled under different ISA flags in different translation units
 // (kernels_avx2.cpp), and a shared inline definition would let the linker hand AVX2 code to every caller.
@@ -19,43 +17,48 @@
 
 namespace zol2l {
 
-ZOL2L_HD_INLINE float exp_approx(float x) {
+// float tanh on the CPU: Eigen's rational minimax approximation (Eigen 3.4, MathFunctionsImpl.h, which PyTorch's
+// vectorized tanh uses too), x P(x^2) / Q(x^2) on [-7.9053, 7.9053] (float's tanh is +-1 beyond): 9 multiply-adds,
+// two multiplications and one division, where the former exp-based form (a Cody-Waite exp with Cephes'
+// polynomial, then 1 - 2 / (e + 1)) took about twice the operations. The cell's five activations per hidden
+// unit are about half of the CPU LSTM kernel's time: lstm_step over 307 200 coordinates 16.5-17.4 -> 13.1-14.5
+// ms (benchmarks/README.md). Branch-free (ternary clamps become vector blends); NaN propagates.
+ZOL2L_HD_INLINE float tanh_rational(float x) {
+  x = x < -7.90531110763549805f ? -7.90531110763549805f : x;
+  x = x > 7.90531110763549805f ? 7.90531110763549805f : x;
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return (x * p) / q;
+}
+
+// sigmoid(x) = (1 + tanh(x / 2)) / 2 on the CPU: absolute error ~1e-7 (the relative error grows where sigmoid
+// itself is below ~1e-4, which no gate product can tell from 0).
+ZOL2L_HD_INLINE float sigmoid(float x) {
 #if defined(__CUDA_ARCH__)
-  return __expf(x);
+  return 1.0f / (1.0f + __expf(-x));
 #else
-  // Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then Cephes' degree-7 polynomial for exp(r):
-  // max relative error about 2 ulp over the clamped range.
-  // Ternary clamps, not fmin/fmax (library calls that block vectorization); with -fno-trapping-math GCC
-  // turns them into vector blends.
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  // Round to nearest by the 1.5 * 2^23 shift: branch-free, so the tile loops stay vectorizable.
-  const float nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const int32_t n = static_cast<int32_t>(nf);
-  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return 0.5f * tanh_rational(0.5f * x) + 0.5f;
 #endif
 }
+ZOL2L_HD_INLINE double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
 
-ZOL2L_HD_INLINE double exp_approx(double x) { return ::exp(x); }
-
-template <typename T>
-ZOL2L_HD_INLINE T sigmoid(T x) {
-  return T(1) / (T(1) + exp_approx(-x));
+ZOL2L_HD_INLINE float tanh_fast(float x) {
+#if defined(__CUDA_ARCH__)
+  return 1.0f - 2.0f / (__expf(2.0f * x) + 1.0f);  // stable at both ends
+#else
+  return tanh_rational(x);
+#endif
 }
-
-// tanh(x) = 1 - 2 / (exp(2x) + 1): stable at both ends, and it reuses the vectorizable exp.
-ZOL2L_HD_INLINE float tanh_fast(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
 ZOL2L_HD_INLINE double tanh_fast(double x) { return ::tanh(x); }
 
 // LSTM cell pointwise part for one hidden unit, PyTorch gate order (i, f, g, o).

@@ -160,6 +160,25 @@ def test_lstm_step_saturated_gates_stay_finite(amplitude, device, dtype):
         assert_close(a, b, dtype, scale=math.sqrt(N), rscale=amplitude / 100, msg=f"grad of {k}")
 
 
+@pytest.mark.parametrize("c0", [0.0, 0.7])
+def test_lstm_step_cpu_float_activations_absolute_error(c0):
+    # The CPU kernel's float32 sigmoid and tanh are rational approximations (csrc/common/activations.h); every gate
+    # pre-activation equal to x sweeps them densely over [-30, 30], saturation included: c_new = s(x) c0 +
+    # s(x) tanh(x) and h_new = s(x) tanh(c_new) stay within a few float32 ulps of 1 of the float64 truth. The
+    # general test's tolerance (atol 1e-5) would let an approximation 50x worse pass.
+    N = 200001
+    x = torch.linspace(-30.0, 30.0, N).reshape(N, 1)
+    h, c = torch.zeros(N, 1), torch.full((N, 1), c0)
+    w_ih, w_hh, w_out = torch.ones(4, 1), torch.zeros(4, 1), torch.ones(1, 1)
+    y, h_new, c_new = ops.lstm_step(x, h, c, w_ih, w_hh, w_out)
+    s, t = torch.sigmoid(x.double()), torch.tanh(x.double())
+    c_ref = s * c0 + s * t
+    h_ref = s * torch.tanh(c_ref)
+    assert (c_new.double() - c_ref).abs().max().item() < 1e-6
+    assert (h_new.double() - h_ref).abs().max().item() < 1e-6
+    assert_equal(y, h_new, msg="y = 1 * h_new")
+
+
 @pytest.mark.parametrize("device", device_params())
 def test_lstm_step_backward_is_deterministic(device):
     # The weight gradients are reduced in a fixed order: two identical backward passes agree bitwise.
