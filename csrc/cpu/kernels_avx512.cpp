@@ -8,6 +8,7 @@
 #define ZOL2L_CPU_NS cpu_avx512
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512dq")
+#define ZOL2L_CPU_AVX512 1  // intrinsics where GCC's own vectorization falls short (normal_fill.h's Philox)
 #include "cpu/isa_entry.h"
 #else
 #include "cpu/isa_alias_baseline.h"
