@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Kernel benchmark of the fused zol2l ops against their pure-PyTorch references (and nn.LSTMCell).
 
+The ops: lstm_step, sample_queries and fd_gradient (ops_cases.py), and the CPU-only helpers learned_update_step,
+learned_query_step, attack_pixel_images and splitmix64 against the tensor ops they replace (ops_cases_cpu_steps.py).
+
     python benchmarks/bench_ops.py [--device cpu|cuda|all] [--threads 2] [--out PATH] [--quick] [--filter S]
 
 This is a benchmark, not a test: it never fails on slow numbers, it reports them (exit status 0 unless
@@ -36,6 +39,8 @@ import torch
 
 from common import ROOT, Budget, Timer, copy_bandwidth_gbs, cpu_model, fmt, machine_info, write_json
 from ops_cases import fd_cases, lstm_cases, query_cases
+from ops_cases_cpu_steps import (IMAGE_SHAPES, IMAGE_SHAPES_QUICK, KEY_SIZES, KEY_SIZES_QUICK, STEP_SHAPES,
+                                 STEP_SHAPES_QUICK, attack_image_cases, learned_step_cases, splitmix64_cases)
 
 # Shapes (the timing budgets below: see common.Budget)
 LSTM_N = [("N=784", 784), ("N=3072", 3072), ("N=150528", 150528), ("N=100x3072", 100 * 3072)]
@@ -150,6 +155,12 @@ def run_device(device, args, log_rows):
         query_cases(device, timer, QUERY_SHAPES_QUICK if args.quick else QUERY_SHAPES, table.log)
     if want("fd_gradient"):
         fd_cases(device, timer, FD_SHAPES_QUICK if args.quick else QUERY_SHAPES, table.log)
+    if want("learned_"):
+        learned_step_cases(device, timer, STEP_SHAPES_QUICK if args.quick else STEP_SHAPES, table.log)
+    if want("attack_pixel_images"):
+        attack_image_cases(device, timer, IMAGE_SHAPES_QUICK if args.quick else IMAGE_SHAPES, table.log)
+    if want("splitmix64"):
+        splitmix64_cases(device, timer, KEY_SIZES_QUICK if args.quick else KEY_SIZES, table.log)
     elapsed = time.perf_counter() - t0
     print(f"({device}: {elapsed:.0f} s)")
     log_rows.extend(table.rows)
