@@ -34,6 +34,10 @@ struct CpuKernels {
                         int64_t end);
   // out[k] = z at flat element e0 + k of one problem (csrc/common/philox_normal.h), for e in [e0, e1).
   void (*fill_normals)(uint64_t seed, int64_t e0, int64_t e1, T* out);
+  // One direction row of sample_queries: u[j] = scale[j] * factor * z[j] (z[j] where scale is null) and
+  // p[j] = theta[j] + mu * u[j] for j < d, z[j] the normal at flat element e0 + j of one problem.
+  void (*sample_row)(uint64_t seed, int64_t e0, int64_t d, const T* scale, T factor, const T* theta, T mu, T* u,
+                     T* p);
   // out[j] = clamp(x0[j] + p[j], 0, 1) for j < d; returns the distance of out to x0 (norm 1: sum |.|, 2: sum of
   // squares). One row of attack_pixel_images.
   T (*pixel_images)(const T* p, const T* x0, T* out, int64_t d, int norm);

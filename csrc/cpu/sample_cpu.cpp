@@ -59,7 +59,7 @@ void sample_into(const at::Tensor& seed, const at::Tensor& theta, const std::opt
   const at::Tensor scale_c = scale ? scale->contiguous() : at::Tensor();
   const at::Tensor use_c = use_scale ? use_scale->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "sample_queries_cpu", [&] {
-    const auto fill = cpu_kernels<scalar_t>().fill_normals;
+    const auto sample_row = cpu_kernels<scalar_t>().sample_row;
     const int64_t* pseed = seed.data_ptr<int64_t>();
     const scalar_t* pth = theta.data_ptr<scalar_t>();
     const RowScale<scalar_t> rs = row_scale<scalar_t>(scale, use_scale, scale_c, use_c, s.B, s.d);
@@ -70,7 +70,6 @@ void sample_into(const at::Tensor& seed, const at::Tensor& theta, const std::opt
     // image's rows stay on the calling thread, where an OpenMP region would cost more than it saves (and far more
     // on a busy machine).
     at::parallel_for(0, s.B * (Q + 1), elementwise_grain_rows(d), [&](int64_t r0, int64_t r1) {
-      std::vector<scalar_t> z(rs.scale == nullptr ? 0 : static_cast<size_t>(d));
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (Q + 1), row = r % (Q + 1);
         const scalar_t* th = pth + b * d;
@@ -81,15 +80,9 @@ void sample_into(const at::Tensor& seed, const at::Tensor& theta, const std::opt
         }
         const int64_t i = row - 1;
         scalar_t* out_u = pu + (b * Q + i) * d;
-        const scalar_t factor = rs.scale == nullptr ? scalar_t(0) : rs.factor[b];
-        if (factor == scalar_t(0)) {  // identity scale: u = z, drawn straight into the output
-          fill(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, out_u);
-        } else {
-          fill(static_cast<uint64_t>(pseed[b]), i * d, i * d + d, z.data());
-          const scalar_t* sc = rs.scale + b * d;
-          for (int64_t j = 0; j < d; ++j) out_u[j] = (sc[j] * factor) * z[j];
-        }
-        for (int64_t j = 0; j < d; ++j) out_p[j] = th[j] + m * out_u[j];
+        const scalar_t factor = rs.scale == nullptr ? scalar_t(0) : rs.factor[b];  // 0: the identity
+        sample_row(static_cast<uint64_t>(pseed[b]), i * d, d, factor == scalar_t(0) ? nullptr : rs.scale + b * d,
+                   factor, th, m, out_u, out_p);
       }
     });
   });
