@@ -35,7 +35,8 @@ import warnings
 
 import torch
 
-from common import CLOCKS, ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, repo_relative, table
+from common import (CLOCKS, ROOT, Budget, SampleTimer, find_data_root, fmt, machine_info, no_grad_fn, repo_relative,
+                    table)
 
 from zol2l_ext import data as D
 from zol2l_ext import models as M
@@ -198,27 +199,22 @@ def run_case(cid, args, root):
     stub.model, stub.chunk_size = _Replay(scores), None
     th_sgd, st_sgd, seeds_sgd = at["zo-sgd"]
 
-    def nograd(f):
-        def run():
-            with torch.no_grad():
-                return f()
-        return run
-
     impls = {
-        "floor": nograd(lambda: model(x_all)),
+        "floor": no_grad_fn(lambda: model(x_all)),
         "zo-lstm": lambda: zl.step(problem, th, st, seeds),
         "zo-sgd": lambda: opts["zo-sgd"].step(problem, th_sgd, st_sgd, seeds_sgd),
     }
     if not args.no_breakdown:
         impls.update({
-            "query_rnn": nograd(lambda: zl.model.query_step(st)),
-            "bernoulli": nograd(lambda: uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob),
-            "sample_scaled": nograd(lambda: ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)),
-            "sample": nograd(lambda: ops.sample_queries(th_sgd, q, mu, seed=seeds_sgd)),
-            "bb_no_forward": nograd(lambda: stub(points)),
-            "to_image": nograd(lambda: problem._query_images(points, no_grad=True)),
-            "fd_gradient": nograd(lambda: ops.fd_gradient(base, fq, u, mu)),
-            "update_rnn": nograd(lambda: zl.model.update_step(g, st)),
+            "query_rnn": no_grad_fn(lambda: zl.model.query_step(st)),
+            "bernoulli": no_grad_fn(lambda: uniform01(derive(seeds, SALT_BERNOULLI)) < zl.query_prob),
+            "sample_scaled": no_grad_fn(
+                lambda: ops.sample_queries(th, q, mu, scale=s.abs(), use_scale=use, seed=seeds)),
+            "sample": no_grad_fn(lambda: ops.sample_queries(th_sgd, q, mu, seed=seeds_sgd)),
+            "bb_no_forward": no_grad_fn(lambda: stub(points)),
+            "to_image": no_grad_fn(lambda: problem._query_images(points, no_grad=True)),
+            "fd_gradient": no_grad_fn(lambda: ops.fd_gradient(base, fq, u, mu)),
+            "update_rnn": no_grad_fn(lambda: zl.model.update_step(g, st)),
         })
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()

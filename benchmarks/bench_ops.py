@@ -49,6 +49,16 @@ QUERY_SHAPES = [(1, 20, 784), (100, 20, 784), (100, 50, 3072), (8, 20, 150528)]
 QUERY_SHAPES_QUICK = QUERY_SHAPES[:1]
 FD_SHAPES_QUICK = QUERY_SHAPES[:2]
 
+# (--filter name, cases, quick shapes, full shapes), in the order of the table
+CASE_GROUPS = [
+    ("lstm_step", lstm_cases, LSTM_N_QUICK, LSTM_N),
+    ("sample_queries", query_cases, QUERY_SHAPES_QUICK, QUERY_SHAPES),
+    ("fd_gradient", fd_cases, FD_SHAPES_QUICK, QUERY_SHAPES),
+    ("learned_", learned_step_cases, STEP_SHAPES_QUICK, STEP_SHAPES),
+    ("attack_pixel_images", attack_image_cases, IMAGE_SHAPES_QUICK, IMAGE_SHAPES),
+    ("splitmix64", splitmix64_cases, KEY_SIZES_QUICK, KEY_SIZES),
+]
+
 FULL = {"cpu": Budget(0.5, 5, 200, 2e-3, 1.5, 14.0), "cuda": Budget(0.25, 10, 50, 1e-3, 1.5, 10.0)}
 QUICK = {"cpu": Budget(0.06, 3, 30, 1e-3, 0.3, 1.5), "cuda": Budget(0.05, 5, 30, 5e-4, 0.3, 1.5)}
 
@@ -149,18 +159,9 @@ def run_device(device, args, log_rows):
         return flt is None or flt in name
 
     t0 = time.perf_counter()
-    if want("lstm_step"):
-        lstm_cases(device, timer, LSTM_N_QUICK if args.quick else LSTM_N, table.log)
-    if want("sample_queries"):
-        query_cases(device, timer, QUERY_SHAPES_QUICK if args.quick else QUERY_SHAPES, table.log)
-    if want("fd_gradient"):
-        fd_cases(device, timer, FD_SHAPES_QUICK if args.quick else QUERY_SHAPES, table.log)
-    if want("learned_"):
-        learned_step_cases(device, timer, STEP_SHAPES_QUICK if args.quick else STEP_SHAPES, table.log)
-    if want("attack_pixel_images"):
-        attack_image_cases(device, timer, IMAGE_SHAPES_QUICK if args.quick else IMAGE_SHAPES, table.log)
-    if want("splitmix64"):
-        splitmix64_cases(device, timer, KEY_SIZES_QUICK if args.quick else KEY_SIZES, table.log)
+    for name, cases, quick, full in CASE_GROUPS:
+        if want(name):
+            cases(device, timer, quick if args.quick else full, table.log)
     elapsed = time.perf_counter() - t0
     print(f"({device}: {elapsed:.0f} s)")
     log_rows.extend(table.rows)

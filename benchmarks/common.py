@@ -52,6 +52,14 @@ def nchw_model(model: torch.nn.Module) -> torch.nn.Module:
 # ----------------------------------------------------------------------------------------------------------
 # Timing
 # ----------------------------------------------------------------------------------------------------------
+def no_grad_fn(f: Callable) -> Callable:
+    """f as a timed implementation without autograd: a function that calls it under torch.no_grad()."""
+    def run():
+        with torch.no_grad():
+            return f()
+    return run
+
+
 @dataclass
 class Budget:
     target_s: float  # sampling time aimed at for one timed loop

@@ -12,7 +12,7 @@ import traceback
 import torch
 
 from bench_attack_step import C_LOSS
-from common import SampleTimer, error_line
+from common import SampleTimer, error_line, no_grad_fn
 from gpu_attack_cases import CASES, MU, N_SEEDS, TARGET_OUTSIDE, build_target
 from reference_ops import check_reference_patch, reference_ops
 
@@ -136,13 +136,6 @@ def _rotating(bank):
     return next_seeds
 
 
-def _nograd(f):
-    def run():
-        with torch.no_grad():
-            return f()
-    return run
-
-
 def graph_step(fn_step, bank, seeds_s):
     """Capture fn_step() (which reads the static seeds tensor seeds_s); returns (replay callable, graph, outputs)."""
     seeds_s.copy_(bank[0])
@@ -160,12 +153,12 @@ def main_phase(v, args, timer_budget, log):
     """Time floor, eager, graph and reference steps of one variant; returns the variant's result dict."""
     dev, cuda = args.device, args.device == "cuda"
     problem, target, x_all, bank = v["problem"], v["target"], v["x_all"], v["bank"]
-    impls = {"floor": _nograd(lambda: target(x_all))}
+    impls = {"floor": no_grad_fn(lambda: target(x_all))}
     errors, checks, skipped = {}, {}, {}
     keep = []  # graphs and their outputs stay alive while their replays are timed
     if cuda:
         try:
-            replay_floor = _nograd(lambda: target(x_all))
+            replay_floor = no_grad_fn(lambda: target(x_all))
             g, out = capture(replay_floor)
             keep.append((g, out))
             impls["floor/graph"] = g.replay
@@ -246,7 +239,7 @@ def compile_phase(v, r, args, timer_budget, log):
     counters.clear()
     prob_c = copy.copy(problem)
     prob_c.model = torch.compiler.disable(lambda x: target(x))  # a graph break: the forward runs eagerly
-    impls = {"floor": _nograd(lambda: target(x_all))}
+    impls = {"floor": no_grad_fn(lambda: target(x_all))}
     out = {}
     for name, opt in v["opts"].items():
         th, st = v["at"][name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 import zol2l_ext
+from common import no_grad_fn
 from zol2l_ext import reference as R
 
 MU = 0.005
@@ -86,14 +87,9 @@ def lstm_cases(device, timer, n_list, log):
                 del impls["fused"]
             train = timer.time(impls)
 
-            def no_grad(f):
-                def run():
-                    with torch.no_grad():
-                        return f()
-                return run
-
-            infer = {k: v["fwd"] for k, v in timer.time({k: (no_grad(f), None) for k, (f, _) in impls.items()}).items()}
-            kern = timer.kernel_ms(no_grad(fused)) if ok else None
+            infer_impls = {k: (no_grad_fn(f), None) for k, (f, _) in impls.items()}
+            infer = {k: v["fwd"] for k, v in timer.time(infer_impls).items()}
+            kern = timer.kernel_ms(no_grad_fn(fused)) if ok else None
             for mode in ("fwd", "bwd", "fwd+bwd"):
                 log(dict(op=op, shape=label, dims=dict(N=N, I=I, H=H, O=O), mode=mode,
                          impls={k: v[mode] for k, v in train.items()}, bytes=n_bytes if mode == "fwd" else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from common import no_grad_fn
 from ops_cases import _fused_available, _maxerr, _nbytes
 from zol2l_ext import ops
 from zol2l_ext.zo import seeding
@@ -41,13 +42,6 @@ def _missing(device):
     return run
 
 
-def _no_grad(f):
-    def run():
-        with torch.no_grad():
-            return f()
-    return run
-
-
 def learned_step_cases(device, timer, shapes, log):
     torch.manual_seed(4321)
     model = LearnedZO(scaling="rms").to(device).requires_grad_(False)
@@ -73,15 +67,15 @@ def learned_step_cases(device, timer, shapes, log):
 
         state_bytes = 2 * B * d * H * g.element_size()  # h, c in; h_new, c_new out
         if ops.has_learned_step_kernel(device):
-            fused_update = _no_grad(lambda: model.update_step(g, st))
-            fused_query = _no_grad(lambda: model.query_step(st))
+            fused_update = no_grad_fn(lambda: model.update_step(g, st))
+            fused_query = no_grad_fn(lambda: model.query_step(st))
         else:  # LearnedZO would quietly take the tensor ops there: say so instead of timing them twice
             fused_update = fused_query = _missing(device)
         _time_inference(timer, log, "learned_update_step", shape, dims, fused_update,
-                        _no_grad(lambda: reference.update_step(g, st)),
+                        no_grad_fn(lambda: reference.update_step(g, st)),
                         2 * B * d * g.element_size() + 2 * state_bytes, agree)
         _time_inference(timer, log, "learned_query_step", shape, dims, fused_query,
-                        _no_grad(lambda: reference.query_step(st)),
+                        no_grad_fn(lambda: reference.query_step(st)),
                         3 * B * d * g.element_size() + 2 * state_bytes, agree)
 
 
@@ -96,7 +90,7 @@ def attack_image_cases(device, timer, shapes, log):
             return x, (x - clean.unsqueeze(1)).abs_().sum(dim=2)
 
         _time_inference(timer, log, "attack_pixel_images", f"B={B},Q={Q},d={d}", dict(B=B, Q=Q, d=d),
-                        _no_grad(lambda: ops.attack_pixel_images(points, clean, 1)), _no_grad(ref),
+                        no_grad_fn(lambda: ops.attack_pixel_images(points, clean, 1)), no_grad_fn(ref),
                         _nbytes(clean, points) + (B * Q * d + B * Q) * points.element_size(), _maxerr)
 
 
@@ -107,6 +101,6 @@ def splitmix64_cases(device, timer, sizes, log):
         def exact(a, b):  # a hash: any difference is a failure, not a rounding error
             return 0.0 if torch.equal(a, b) else float("inf")
 
-        _time_inference(timer, log, "splitmix64", f"n={n}", dict(n=n), _no_grad(lambda: ops.splitmix64(x)),
-                        _no_grad(lambda: seeding.splitmix64_tensor_ops(x)), 2 * x.numel() * x.element_size(),
+        _time_inference(timer, log, "splitmix64", f"n={n}", dict(n=n), no_grad_fn(lambda: ops.splitmix64(x)),
+                        no_grad_fn(lambda: seeding.splitmix64_tensor_ops(x)), 2 * x.numel() * x.element_size(),
                         exact)
