@@ -20,8 +20,7 @@ std::tuple<at::Tensor, at::Tensor> attack_pixel_images_cpu(const at::Tensor& poi
                                                             int64_t norm) {
   const char* op = "attack_pixel_images";
   check_floating(op, points_, "points");
-  TORCH_CHECK(points_.scalar_type() == at::kFloat || points_.scalar_type() == at::kDouble, op,
-              ": the CPU kernel supports float32 and float64, got ", points_.scalar_type());
+  check_cpu_dtype(op, points_);
   TORCH_CHECK(points_.dim() == 3, op, ": points must be [B, Q, d], got shape ", points_.sizes());
   const int64_t B = points_.size(0), Q = points_.size(1), d = points_.size(2);
   check_shape(op, clean_, "clean", {B, d});

@@ -1,5 +1,6 @@
 // CPU implementation of fd_gradient and central_points.
 #include "checks.h"
+#include "cpu/op_helpers.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
@@ -12,8 +13,7 @@ namespace {
 
 at::Tensor fd_gradient_cpu(const at::Tensor& f0_, const at::Tensor& fq_, const at::Tensor& u_, double mu) {
   check_fd_inputs("fd_gradient", f0_, fq_, u_, mu);
-  TORCH_CHECK(u_.scalar_type() == at::kFloat || u_.scalar_type() == at::kDouble,
-              "fd_gradient: the CPU kernel supports float32 and float64, got ", u_.scalar_type());
+  check_cpu_dtype("fd_gradient", u_);
   const at::Tensor f0 = f0_.contiguous(), fq = fq_.contiguous(), u = u_.contiguous();
   const int64_t B = u.size(0), Q = u.size(1), d = u.size(2);
   at::Tensor g = at::empty({B, d}, u.options());

@@ -58,8 +58,7 @@ LstmDims check_network(const char* op, const at::Tensor& g, const char* g_name, 
                        const at::Tensor& c, const at::Tensor& w_ih, const at::Tensor& w_hh,
                        const std::optional<at::Tensor>& bias, const at::Tensor& w_out,
                        const std::optional<at::Tensor>& b_out) {
-  TORCH_CHECK(g.scalar_type() == at::kFloat || g.scalar_type() == at::kDouble, op,
-              ": the CPU kernel supports float32 and float64, got ", g.scalar_type());
+  check_cpu_dtype(op, g);
   TORCH_CHECK(g.dim() == 2, op, ": ", g_name, " must be [B, d], got shape ", g.sizes());
   const int64_t B = g.size(0), d = g.size(1);
   TORCH_CHECK(h.dim() == 3 && h.size(0) == B && h.size(1) == d, op, ": h must be [B, d, H] = [", B, ", ", d,

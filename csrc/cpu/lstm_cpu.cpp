@@ -15,11 +15,6 @@ namespace {
 // Enough tiles per chunk to amortize the weight-gradient reduction, enough chunks to feed every thread.
 constexpr int64_t kGrain = 256;
 
-void check_cpu_dtype(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-              ": the CPU kernel supports float32 and float64, got ", x.scalar_type());
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_step_cpu(const at::Tensor& x_, const at::Tensor& h_,
                                                              const at::Tensor& c_, const at::Tensor& w_ih_,
                                                              const at::Tensor& w_hh_,

@@ -1,4 +1,5 @@
-// What the CPU ops share around their kernels: how finely they split work over threads, and the LSTM's pointers.
+// What the CPU ops share around their kernels: the dtype check, how finely they split work over threads, and the
+// LSTM's pointers.
 #pragma once
 
 #include "checks.h"
@@ -12,6 +13,12 @@
 #include <optional>
 
 namespace zol2l {
+
+// The CPU kernels are built for float32 and float64 (CUDA also takes half types): the check every CPU op makes.
+inline void check_cpu_dtype(const char* op, const at::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
+              ": the CPU kernel supports float32 and float64, got ", t.scalar_type());
+}
 
 // The LSTM forward runs on the calling thread below this many coordinates (~0.15 ms of work): one MNIST image's
 // 784 coordinates then cost no OpenMP fork/join, which on a busy machine waits for a descheduled worker (a 2-core

@@ -43,11 +43,6 @@ RowScale<T> row_scale(const std::optional<at::Tensor>& scale, const std::optiona
   return r;
 }
 
-void check_cpu_sample_dtype(const char* op, const at::Tensor& theta) {
-  TORCH_CHECK(theta.scalar_type() == at::kFloat || theta.scalar_type() == at::kDouble, op,
-              ": the CPU kernel supports float32 and float64, got ", theta.scalar_type());
-}
-
 // Fills u [B, q, d] and points [B, q + 1, d] (contiguous) from contiguous theta and seed.
 void sample_into(const at::Tensor& seed, const at::Tensor& theta, const std::optional<at::Tensor>& scale,
                  const std::optional<at::Tensor>& use_scale, const SampleDims& s, double mu, at::Tensor& u,
@@ -93,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor> sample_queries_cpu(const at::Tensor& seed_, c
                                                       const std::optional<at::Tensor>& use_scale, int64_t q,
                                                       double mu) {
   const SampleDims s = check_sample_inputs("sample_queries", seed_, theta_, scale, use_scale, q, mu);
-  check_cpu_sample_dtype("sample_queries", theta_);
+  check_cpu_dtype("sample_queries", theta_);
   const at::Tensor theta = theta_.contiguous(), seed = seed_.contiguous();
   at::Tensor u = at::empty({s.B, s.q, s.d}, theta.options());
   at::Tensor points = at::empty({s.B, s.q + 1, s.d}, theta.options());
@@ -106,7 +101,7 @@ void sample_queries_out_cpu(const at::Tensor& seed_, const at::Tensor& theta_, c
                             at::Tensor points) {
   const char* op = "sample_queries_out";
   const SampleDims s = check_sample_inputs(op, seed_, theta_, scale, use_scale, q, mu);
-  check_cpu_sample_dtype(op, theta_);
+  check_cpu_dtype(op, theta_);
   check_shape(op, u, "u", {s.B, s.q, s.d});
   check_shape(op, points, "points", {s.B, s.q + 1, s.d});
   check_same(op, theta_, "theta", u, "u");
@@ -122,8 +117,7 @@ void sample_queries_out_cpu(const at::Tensor& seed_, const at::Tensor& theta_, c
 
 at::Tensor directions_vjp_cpu(const at::Tensor& seed_, const at::Tensor& grad_u_) {
   check_directions_vjp_inputs("directions_vjp", seed_, grad_u_);
-  TORCH_CHECK(grad_u_.scalar_type() == at::kFloat || grad_u_.scalar_type() == at::kDouble,
-              "directions_vjp: the CPU kernel supports float32 and float64, got ", grad_u_.scalar_type());
+  check_cpu_dtype("directions_vjp", grad_u_);
   const at::Tensor g = grad_u_.contiguous(), seed = seed_.contiguous();
   const int64_t B = g.size(0), Q = g.size(1), d = g.size(2);
   at::Tensor out = at::zeros({B, d}, g.options());
