@@ -80,8 +80,8 @@ PIECE_DOC = {
     "bernoulli": "per-problem Bernoulli draw uniform01(derive(seeds)) < query_prob",
     "sample_scaled": "s.abs() + ops.sample_queries with scale and use_scale (u and the points)",
     "sample": "ops.sample_queries without scale (u and the points)",
-    "bb_no_forward": "the black-box call with the model replaced by a replay of its output: tanh image "
-                     "transform, (log_softmax for logits), hinge margin, L1 distance over B x (q+1) x d",
+    "bb_no_forward": "the black-box call with the model replaced by a replay of its output: the images "
+                     "(to_image), (log_softmax for logits), hinge margin, L1 distance over B x (q+1) x d",
     "to_image": "part of bb_no_forward: the images of all points as the black box forms them "
                 "(AttackProblem._query_images): (tanh(w) + 1) / 2 in tanh space, in pixel space "
                 "ops.attack_pixel_images (clamp(x0 + delta, 0, 1) and the distances in one pass) where the "

@@ -10,8 +10,8 @@
 * **B calls**: one problem at a time into [1, q, d] / [1, q + 1, d] buffers reused by every call (1.2 MB at that
   shape: cache-sized), each problem with its own seed as in the one call, so the same 15.4 M normals are drawn.
 
-The second is the first without (most of) its memory traffic, plus B - 1 more dispatches (~10 us each, the
-`dispatch_ms` column measures one on a 1-element problem). If the two are close, the sampler is bound by the
+The second is the first without (most of) its memory traffic, plus B - 1 more dispatches (the `dispatch` entry
+times one, on a 1-element problem: ~5 us here). If the two are close, the sampler is bound by the
 generator (Philox4x32-10 and Box-Muller, csrc/common/philox_normal.h), and no fusion that only saves memory
 traffic (writing the images instead of the points) can take much off it. The issue-17 analysis in
 benchmarks/README.md uses it. This is a benchmark, not a test: it reports, it never fails on numbers.
@@ -62,14 +62,16 @@ def main(argv=None) -> int:
         ops.sample_queries(tiny[0], 1, 1e-3, seed=seeds[:1], out=tiny[1:])
 
     impls = {"one_call": one_call, "per_problem": per_problem, "dispatch": dispatch}
+    calls = {"dispatch": 100}  # calls per sample: a dispatch alone is too short for the clock
     samples = {k: [] for k in impls}
     with torch.no_grad():
         for r in range(args.reps + 2):
             for name, fn in impls.items():  # round-robin: a burst of load hits all alike
+                n = calls.get(name, 1)
                 t0 = time.process_time()
-                for _ in range(1 if name != "dispatch" else 100):
+                for _ in range(n):
                     fn()
-                dt = (time.process_time() - t0) / (1 if name != "dispatch" else 100)
+                dt = (time.process_time() - t0) / n
                 if r >= 2:
                     samples[name].append(dt * 1e3)
         # the last problem's directions of both ways agree (same seed, same kernel)
